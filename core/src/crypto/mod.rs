@@ -1,0 +1,1 @@
+//! The end-to-end envelope: keys, keyrings, sealing and opening.

@@ -1,0 +1,14 @@
+//! Sealbus client core.
+//!
+//! This crate is the one implementation of Sealbus client semantics that the Rust SDK and every
+//! language binding share:
+//!
+//! * [`protocol`]: the wire frames of protocol v1, their JSON codec and the stable error codes;
+//! * [`topic`]: topic and filter validation, `+`/`#` matching and a subscription index;
+//! * [`crypto`]: the end-to-end envelope (AES-256-CBC + HMAC-SHA-256), keys and keyrings.
+//!
+//! The wire contract is documented in `docs/PROTOCOL.md`, the envelope in `docs/SECURITY.md`.
+
+pub mod crypto;
+pub mod protocol;
+pub mod topic;

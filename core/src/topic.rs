@@ -1,0 +1,1 @@
+//! Topic and filter validation, wildcard matching and the subscription index.

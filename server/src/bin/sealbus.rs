@@ -1,0 +1,3 @@
+//! The `sealbus` command-line tool.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Sealbus reference server.
