@@ -191,7 +191,11 @@ mod tests {
         let mut numbers = std::collections::HashSet::new();
         let mut names = std::collections::HashSet::new();
         for &code in ErrorCode::ALL {
-            assert!(numbers.insert(code.number()), "duplicate number {}", code.number());
+            assert!(
+                numbers.insert(code.number()),
+                "duplicate number {}",
+                code.number()
+            );
             assert!(names.insert(code.name()), "duplicate name {}", code.name());
             assert_eq!(ErrorCode::from_number(code.number()), Some(code));
             assert_eq!(ErrorCode::from_name(code.name()), Some(code));

@@ -1,5 +1,90 @@
 //! Wire protocol v1: frames, payloads, the JSON codec and the stable error codes.
+//!
+//! A Sealbus connection is a WebSocket with the subprotocol [`SUBPROTOCOL`] carrying one JSON
+//! object per text message. `docs/PROTOCOL.md` is the contract; these types are its code.
+//!
+//! ```
+//! use sealbus::protocol::{ClientFrame, Codec, Payload, Publish, Qos};
+//!
+//! let frame = ClientFrame::Publish(Publish {
+//!     id: Some(1),
+//!     mid: None,
+//!     topic: "sensors/kitchen/temp".into(),
+//!     data: Payload::Json(serde_json::json!({"celsius": 21.5})),
+//!     qos: Qos::AtLeastOnce,
+//!     retain: false,
+//!     ack: None,
+//!     notify_dead: false,
+//! });
+//! let text = Codec::encode_client(&frame)?;
+//! assert_eq!(Codec::default().decode_client(text.as_bytes())?, frame);
+//! # Ok::<(), sealbus::protocol::ProtocolError>(())
+//! ```
 
+mod client_frames;
 mod code;
+mod codec;
+mod error;
+mod payload;
+mod server_frames;
+mod validate;
 
+pub(crate) use codec::frame_enum;
+
+pub use client_frames::{
+    Ack, AckCancel, AckRequest, AckStatus, Auth, Bye, ClientFrame, DeliveryStatus, Hello, Ping,
+    Position, Publish, Send, Subscribe, Unsubscribe,
+};
 pub use code::ErrorCode;
+pub use codec::Codec;
+pub use error::ProtocolError;
+pub use payload::{Payload, Qos};
+pub use server_frames::{
+    AckDone, AckExpect, AckOutcome, AckResponse, AckState, CopyState, CopyStatus, DeadLetter,
+    DeliveryState, Direct, ErrorFrame, Limits, Message, Pong, Published, Recovery, ServerFrame,
+    Subscribed, Unsubscribed, Welcome,
+};
+pub use validate::{validate_client_id, validate_message_id, validate_session_name};
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The WebSocket subprotocol of protocol v1.
+pub const SUBPROTOCOL: &str = "sealbus.v1";
+
+/// Default frame size limit (1 MiB); sessions may announce a different one in `welcome`.
+pub const DEFAULT_MAX_FRAME_BYTES: u32 = 1024 * 1024;
+
+/// Largest request id, delivery id, ack id or offset: 2^53 - 1, so every language's JSON numbers
+/// carry it exactly.
+pub const MAX_ID: u64 = (1 << 53) - 1;
+
+/// Longest client id in bytes.
+pub const MAX_CLIENT_ID_BYTES: usize = 128;
+
+/// Longest message id in bytes.
+pub const MAX_MESSAGE_ID_BYTES: usize = 64;
+
+/// Longest session name in bytes.
+pub const MAX_SESSION_NAME_BYTES: usize = 64;
+
+/// Longest error text in an `ack` (longer texts are rejected; clients truncate before sending).
+pub const MAX_ERROR_TEXT_BYTES: usize = 1024;
+
+/// Longest password or token in bytes.
+pub const MAX_CREDENTIAL_BYTES: usize = 4096;
+
+/// Longest publish_with_ack timeout: one hour.
+pub const MAX_ACK_TIMEOUT_MS: u64 = 3_600_000;
+
+/// Cuts `text` to at most `max` bytes on a character boundary, for error messages.
+pub(crate) fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
