@@ -1,1 +1,0 @@
-//! Topic and filter validation, wildcard matching and the subscription index.
