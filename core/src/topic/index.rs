@@ -255,6 +255,18 @@ impl<T: Eq + Hash + Clone> SubscriptionIndex<T> {
     }
 }
 
+#[cfg(test)]
+impl<T> SubscriptionIndex<T> {
+    /// The number of trie nodes, root included (for tests of pruning).
+    pub(super) fn node_count(&self) -> usize {
+        fn count<T>(node: &Node<T>) -> usize {
+            1 + node.children.values().map(count).sum::<usize>()
+                + node.plus.as_deref().map_or(0, count)
+        }
+        count(&self.root)
+    }
+}
+
 /// Visits `node`, reached by the topic levels before `levels`, and everything below it that
 /// matches the remaining `levels`. Recursion depth is bounded by the trie depth.
 fn walk<'t, T, F: FnMut(&T)>(node: &Node<T>, mut levels: std::str::Split<'t, char>, f: &mut F) {
@@ -338,11 +350,6 @@ mod tests {
         let mut values: Vec<_> = index.matching_values(topic).into_iter().collect();
         values.sort_unstable();
         values
-    }
-
-    fn node_count<T>(node: &Node<T>) -> usize {
-        1 + node.children.values().map(node_count).sum::<usize>()
-            + node.plus.as_deref().map_or(0, node_count)
     }
 
     #[test]
@@ -444,13 +451,13 @@ mod tests {
     fn remove_prunes_empty_nodes() {
         let mut index = SubscriptionIndex::new();
         index.insert("keep", 0).unwrap();
-        let before = node_count(&index.root);
+        let before = index.node_count();
         let filters = ["a/b/c/d", "a/+/c/#", "+/+/+", "a/#", "#", "x//y", "/#"];
         for filter in filters {
             index.insert(filter, 1).unwrap();
             index.insert(filter, 2).unwrap();
         }
-        assert!(node_count(&index.root) > before);
+        assert!(index.node_count() > before);
         assert!(!index.remove("a/b/c/d", &3));
         assert!(!index.remove("a/b/c", &1));
         assert!(!index.remove("a/#/b", &1));
@@ -461,7 +468,7 @@ mod tests {
             assert!(index.remove(filter, &2), "{filter}");
         }
         assert_eq!(index.len(), 1);
-        assert_eq!(node_count(&index.root), before);
+        assert_eq!(index.node_count(), before);
         assert!(index.remove("keep", &0));
         assert!(index.is_empty());
         assert!(index.root.is_empty());

@@ -21,6 +21,8 @@
 
 mod index;
 mod matching;
+#[cfg(test)]
+mod proptests;
 mod validate;
 
 pub use index::SubscriptionIndex;
