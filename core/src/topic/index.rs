@@ -208,7 +208,7 @@ impl<T: Eq + Hash + Clone> SubscriptionIndex<T> {
     ///
     /// A value stored under several matching filters is passed once per filter; use
     /// [`matching_values`](Self::matching_values) for a deduplicated set. `topic` is not
-    /// validated; matching follows [`matches`](super::matches), including the rule that filters
+    /// validated; matching follows [`matches()`](super::matches), including the rule that filters
     /// starting with a wildcard do not match reserved (`$`) topics. Does not allocate.
     ///
     /// ```

@@ -6,7 +6,7 @@
 //! first level is a wildcard do not match reserved topics, whose first level starts with `$`
 //! (see [`is_reserved`]).
 //!
-//! * [`matches`] checks one filter against one topic;
+//! * [`matches()`] checks one filter against one topic;
 //! * [`SubscriptionIndex`] stores many filters and finds those matching a topic, at a cost that
 //!   does not grow with the number of unrelated filters.
 //!
