@@ -1,3 +1,54 @@
-//! `cargo xtask`: the project's task runner.
+//! `cargo xtask`: the project's one entry point for its own tasks.
+//!
+//! * `cargo xtask serve` starts the server with a demo session (the README's first command);
+//! * `cargo xtask ci` runs every check and test (the README's second command, and `.ci/run`);
+//! * `cargo xtask bench` runs the benchmarks and prints their figures.
+//!
+//! Each task installs what it needs (rustup components) and skips what is already there.
 
-fn main() {}
+mod steps;
+
+use anyhow::{Result, bail};
+
+const HELP: &str = "\
+cargo xtask: Sealbus project tasks
+
+USAGE:
+    cargo xtask <TASK> [ARGS...]
+
+TASKS:
+    serve [ARGS...]   Build and start the server with a demo session (session `demo`,
+                      password `demo`); extra ARGS go to `sealbus serve`
+                      (e.g. `--listen 0.0.0.0:7070`).
+    ci                Run every check and test: rustfmt, clippy with -D warnings, the tests of
+                      every crate. Installs missing rustup components first. With CI=true,
+                      builds use the committed Cargo.lock (--locked).
+    bench [FILTER]    Run the criterion benchmarks (short measurement) and print their figures.
+    help              Show this text.
+";
+
+fn main() {
+    if let Err(err) = run() {
+        eprintln!("xtask: error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let task = args.next().unwrap_or_else(|| "help".to_owned());
+    let rest: Vec<String> = args.collect();
+    match task.as_str() {
+        "ci" => steps::ci(),
+        "serve" => steps::serve(&rest),
+        "bench" => steps::bench(&rest),
+        "help" | "--help" | "-h" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        other => {
+            eprint!("{HELP}");
+            bail!("unknown task `{other}`")
+        }
+    }
+}
