@@ -12,3 +12,8 @@
 pub mod crypto;
 pub mod protocol;
 pub mod topic;
+
+/// The README's Rust examples, compiled and run as doctests so they stay true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

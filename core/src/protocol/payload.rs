@@ -111,7 +111,8 @@ pub(crate) mod base64_bytes {
     use super::*;
 
     pub(crate) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&BASE64.encode(bytes))
+        // Streams the base64 text into the output instead of building a temporary string.
+        serializer.collect_str(&base64::display::Base64Display::new(bytes, &BASE64))
     }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
