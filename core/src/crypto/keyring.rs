@@ -116,20 +116,22 @@ impl Keyring {
         self.read().keys.is_empty()
     }
 
-    fn primary_key(&self) -> Result<Key, CryptoError> {
+    /// Runs `f` with the primary key, under the read lock (readers never wait on each other;
+    /// this saves cloning the key's `Arc` per message).
+    fn with_primary<T>(
+        &self,
+        f: impl FnOnce(&Key) -> Result<T, CryptoError>,
+    ) -> Result<T, CryptoError> {
         let inner = self.read();
-        inner
-            .primary
-            .and_then(|id| inner.get(id))
-            .cloned()
-            .ok_or(CryptoError::EmptyKeyring)
+        let key = inner.primary.and_then(|id| inner.get(id));
+        f(key.ok_or(CryptoError::EmptyKeyring)?)
     }
 
     /// Seals `plaintext` for `topic` with the primary key (see [`Key::seal`]).
     ///
     /// [`CryptoError::EmptyKeyring`] if the keyring holds no key.
     pub fn seal(&self, topic: &str, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        self.primary_key()?.seal(topic, plaintext)
+        self.with_primary(|key| key.seal(topic, plaintext))
     }
 
     /// Seals with a caller-chosen IV. **For known-answer tests only** (see [`Key::seal_with_iv`]).
@@ -140,13 +142,14 @@ impl Keyring {
         plaintext: &[u8],
         iv: [u8; 16],
     ) -> Result<Vec<u8>, CryptoError> {
-        self.primary_key()?.seal_with_iv(topic, plaintext, iv)
+        self.with_primary(|key| key.seal_with_iv(topic, plaintext, iv))
     }
 
     /// Opens an envelope for `topic` with the key its key id names (see [`Key::open`]).
     pub fn open(&self, topic: &str, envelope: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let parsed = Parsed::parse(envelope)?;
-        let key = self
+        let inner = self.read();
+        let key = inner
             .get(parsed.key_id)
             .ok_or(CryptoError::UnknownKeyId(parsed.key_id))?;
         key.open_parsed(topic, &parsed)
