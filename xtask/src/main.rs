@@ -2,10 +2,12 @@
 //!
 //! * `cargo xtask serve` starts the server with a demo session (the README's first command);
 //! * `cargo xtask ci` runs every check and test (the README's second command, and `.ci/run`);
-//! * `cargo xtask bench` runs the benchmarks and prints their figures.
+//! * `cargo xtask bench` runs the benchmarks and prints their figures;
+//! * `cargo xtask load` measures a running server (fan-out, acks, memory per connection).
 //!
 //! Each task installs what it needs (rustup components) and skips what is already there.
 
+mod load;
 mod steps;
 
 use anyhow::{Result, bail};
@@ -24,6 +26,8 @@ TASKS:
                       every crate. Installs missing rustup components first. With CI=true,
                       builds use the committed Cargo.lock (--locked).
     bench [FILTER]    Run the criterion benchmarks (short measurement) and print their figures.
+    load [OPTIONS]    Start a release server and measure it: fan-out, acks, idle memory
+                      (`cargo xtask load --help`).
     help              Show this text.
 ";
 
@@ -42,6 +46,7 @@ fn run() -> Result<()> {
         "ci" => steps::ci(),
         "serve" => steps::serve(&rest),
         "bench" => steps::bench(&rest),
+        "load" => load::run(&rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

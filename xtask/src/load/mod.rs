@@ -1,0 +1,188 @@
+//! `cargo xtask load`: the server load tool.
+//!
+//! Starts a release `sealbus serve --demo` as a child process (or uses `--url`), then runs the
+//! scenarios of the server issue and prints their figures: fan-out 1 → 100 with 128-byte QoS 0
+//! payloads (deliveries/s, latency percentiles from a timestamp in the payload, then again at half
+//! that rate), 100 → 100, publish_with_ack round trips/s with 10 subscribers, and the server's RSS
+//! per idle authenticated connection with one subscription. Figures are printed, never asserted.
+
+mod conn;
+mod scenarios;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use conn::Target;
+
+const HELP: &str = "\
+cargo xtask load: measure the server
+
+USAGE:
+    cargo xtask load [OPTIONS]
+
+OPTIONS:
+    --scenario NAME    fanout | many | ack | idle | all (default: all)
+    --seconds N        measurement time per scenario (default: 5)
+    --connections N    idle connections for `idle` (default: 10000)
+    --url URL          use a running server instead of starting one
+                       (with --session NAME --password TEXT; default demo/demo)
+    -h, --help         show this text
+
+Without --url the tool builds and starts `target/release/sealbus serve --demo` on a free
+loopback port and stops it afterwards. Load generator and server share this machine's cores;
+the figures include that.
+";
+
+struct Options {
+    scenario: String,
+    seconds: u64,
+    connections: usize,
+    target: Option<Target>,
+}
+
+fn parse(args: &[String]) -> Result<Option<Options>> {
+    let mut options = Options {
+        scenario: "all".into(),
+        seconds: 5,
+        connections: 10_000,
+        target: None,
+    };
+    let (mut url, mut session, mut password) = (None, "demo".to_owned(), "demo".to_owned());
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next()
+                .cloned()
+                .with_context(|| format!("{arg} needs a value"))
+        };
+        match arg.as_str() {
+            "--scenario" => options.scenario = value()?,
+            "--seconds" => options.seconds = value()?.parse().context("--seconds")?,
+            "--connections" => options.connections = value()?.parse().context("--connections")?,
+            "--url" => url = Some(value()?),
+            "--session" => session = value()?,
+            "--password" => password = value()?,
+            "-h" | "--help" => {
+                print!("{HELP}");
+                return Ok(None);
+            }
+            other => bail!("unknown option `{other}` (see --help)"),
+        }
+    }
+    options.target = url.map(|url| Target {
+        url,
+        session,
+        password,
+    });
+    Ok(Some(options))
+}
+
+/// A server child process, killed on drop.
+struct ServerProcess {
+    child: Child,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server() -> Result<(ServerProcess, Target)> {
+    let root = super::steps::root();
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "sealbus-server",
+            "--bin",
+            "sealbus",
+        ])
+        .current_dir(&root)
+        .status()?;
+    if !status.success() {
+        bail!("building the server failed");
+    }
+    let mut child = Command::new(root.join("target/release/sealbus"))
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting target/release/sealbus")?;
+    let stdout = child.stdout.take().context("server stdout")?;
+    let server = ServerProcess { child };
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let Some(line) = lines.next().transpose()? else {
+            bail!("the server exited before printing its address");
+        };
+        if let Some(start) = line.find("ws://") {
+            let url: String = line[start..]
+                .chars()
+                .take_while(|c| !c.is_whitespace())
+                .collect();
+            break url;
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let target = Target {
+        url,
+        session: "demo".into(),
+        password: "demo".into(),
+    };
+    Ok((server, target))
+}
+
+/// Resident set size of a process in KiB, from `/proc`.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `cargo xtask load [OPTIONS]`.
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let Some(options) = parse(args)? else {
+        return Ok(());
+    };
+    let (server, target) = match options.target.clone() {
+        Some(target) => (None, target),
+        None => {
+            let (server, target) = start_server()?;
+            (Some(server), target)
+        }
+    };
+    let pid = server.as_ref().map(|s| s.child.id());
+    println!("load: server {} (pid {pid:?})", target.url);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let seconds = Duration::from_secs(options.seconds);
+    let wanted = |name: &str| options.scenario == "all" || options.scenario == name;
+    runtime.block_on(async {
+        if wanted("fanout") {
+            let max = scenarios::fanout(&target, 1, 100, seconds, None).await?;
+            let half = (max.publish_rate / 2.0).max(1.0);
+            scenarios::fanout(&target, 1, 100, seconds, Some(half)).await?;
+        }
+        if wanted("many") {
+            scenarios::fanout(&target, 100, 100, seconds, None).await?;
+        }
+        if wanted("ack") {
+            scenarios::acks(&target, 10, seconds).await?;
+        }
+        if wanted("idle") {
+            scenarios::idle(&target, options.connections, || pid.and_then(rss_kib)).await?;
+        }
+        anyhow::Ok(())
+    })?;
+    drop(server);
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! The load scenarios: fan-out, acknowledged publishes, idle connections.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use futures_util::{SinkExt, StreamExt};
+use sealbus::protocol::{
+    Ack, AckOutcome, AckRequest, ClientFrame, Codec, Payload, Publish, Qos, ServerFrame,
+};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use super::conn::{self, Rx, Target, Tx};
+
+const PAYLOAD_BYTES: usize = 128;
+
+/// What a fan-out run measured that the next run needs.
+pub(crate) struct Figures {
+    /// Publishes per second over all publishers.
+    pub(crate) publish_rate: f64,
+}
+
+fn run_prefix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("bench/{nanos:x}")
+}
+
+/// A 128-byte payload whose first 8 bytes are the send time in nanoseconds since `start`.
+fn stamped_payload(start: Instant) -> Vec<u8> {
+    let mut data = vec![0u8; PAYLOAD_BYTES];
+    let nanos = start.elapsed().as_nanos() as u64;
+    data[..8].copy_from_slice(&nanos.to_le_bytes());
+    data
+}
+
+/// Reads the send time back out of a `message` frame's text without decoding the whole frame.
+fn stamp_of(text: &str) -> Option<u64> {
+    let at = text.find("\"bytes\":\"")? + 9;
+    let head = BASE64.decode(text.get(at..at + 12)?).ok()?;
+    Some(u64::from_le_bytes(head.get(..8)?.try_into().ok()?))
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)] as f64 / 1e6
+}
+
+fn publish_frame(topic: &str, start: Instant) -> Result<WsMessage> {
+    let frame = ClientFrame::Publish(Publish {
+        id: None,
+        mid: None,
+        topic: topic.to_owned(),
+        data: Payload::Bytes(stamped_payload(start)),
+        qos: Qos::AtMostOnce,
+        retain: false,
+        ack: None,
+        notify_dead: false,
+    });
+    Ok(WsMessage::text(Codec::encode_client(&frame)?))
+}
+
+/// Counts `message` frames and collects their latencies until `stop`.
+async fn receive(mut rx: Rx, start: Instant, stop: Arc<AtomicBool>) -> (u64, Vec<u64>, bool) {
+    let (mut count, mut latencies, mut dropped) = (0u64, Vec::new(), false);
+    while !stop.load(Ordering::Relaxed) {
+        match tokio::time::timeout(Duration::from_millis(100), rx.next()).await {
+            Ok(Some(Ok(WsMessage::Text(text)))) => {
+                if let Some(sent) = stamp_of(&text) {
+                    count += 1;
+                    let now = start.elapsed().as_nanos() as u64;
+                    latencies.push(now.saturating_sub(sent));
+                }
+            }
+            Ok(Some(Ok(_))) | Err(_) => {}
+            Ok(Some(Err(_)) | None) => {
+                dropped = true;
+                break;
+            }
+        }
+    }
+    (count, latencies, dropped)
+}
+
+/// Publishes as fast as possible, or at `rate` per second, until `deadline`.
+async fn publish(
+    mut tx: Tx,
+    topic: String,
+    start: Instant,
+    deadline: Instant,
+    rate: Option<f64>,
+) -> Result<u64> {
+    let began = Instant::now();
+    let mut sent = 0u64;
+    while Instant::now() < deadline {
+        let batch = match rate {
+            None => 64,
+            Some(rate) => {
+                let due = (began.elapsed().as_secs_f64() * rate) as u64;
+                if due <= sent {
+                    tokio::time::sleep(Duration::from_micros(500)).await;
+                    continue;
+                }
+                due - sent
+            }
+        };
+        for _ in 0..batch {
+            tx.feed(publish_frame(&topic, start)?).await?;
+        }
+        tx.flush().await?;
+        sent += batch;
+    }
+    Ok(sent)
+}
+
+/// `publishers` → `subscribers` fan-out of 128-byte QoS 0 messages; prints and returns figures.
+pub(crate) async fn fanout(
+    target: &Target,
+    publishers: usize,
+    subscribers: usize,
+    duration: Duration,
+    rate: Option<f64>,
+) -> Result<Figures> {
+    let prefix = run_prefix();
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut receivers = Vec::new();
+    let mut keep = Vec::new();
+    for i in 0..subscribers {
+        let (mut tx, mut rx) = conn::connect(target, &format!("{prefix}-sub-{i}")).await?;
+        conn::subscribe(&mut tx, &mut rx, &format!("{prefix}/#")).await?;
+        keep.push(tx);
+        receivers.push(tokio::spawn(receive(rx, start, stop.clone())));
+    }
+    let deadline = Instant::now() + duration;
+    let began = Instant::now();
+    let mut senders = Vec::new();
+    for p in 0..publishers {
+        let (tx, rx) = conn::connect(target, &format!("{prefix}-pub-{p}")).await?;
+        let topic = format!("{prefix}/p{p}");
+        let per_publisher = rate.map(|r| r / publishers as f64);
+        senders.push(tokio::spawn(publish(
+            tx,
+            topic,
+            start,
+            deadline,
+            per_publisher,
+        )));
+        receivers.push(tokio::spawn(receive(rx, start, stop.clone())));
+    }
+    let mut published = 0;
+    for sender in senders {
+        published += sender.await??;
+    }
+    let elapsed = began.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut delivered, mut latencies, mut disconnected) = (0u64, Vec::new(), 0);
+    for receiver in receivers {
+        let (count, mut lat, dropped) = receiver.await?;
+        delivered += count;
+        latencies.append(&mut lat);
+        disconnected += usize::from(dropped);
+    }
+    latencies.sort_unstable();
+    let expected = published * subscribers as u64;
+    let mode = match rate {
+        None => "max rate".to_owned(),
+        Some(rate) => format!("{rate:.0} publishes/s"),
+    };
+    println!(
+        "fanout {publishers}->{subscribers} ({mode}): {published} published ({:.0}/s), \
+         {delivered} deliveries ({:.0}/s) of {expected} expected ({} not delivered, \
+         {disconnected} subscribers disconnected); latency p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms",
+        published as f64 / elapsed,
+        delivered as f64 / elapsed,
+        expected.saturating_sub(delivered),
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 0.999),
+    );
+    drop(keep);
+    Ok(Figures {
+        publish_rate: published as f64 / elapsed,
+    })
+}
+
+/// A subscriber that acknowledges every message that asks for it.
+async fn acking_subscriber(mut tx: Tx, mut rx: Rx, stop: Arc<AtomicBool>) -> Result<()> {
+    let codec = Codec::new(usize::MAX);
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(next) = tokio::time::timeout(Duration::from_millis(100), rx.next()).await else {
+            continue;
+        };
+        let Some(Ok(WsMessage::Text(text))) = next else {
+            continue;
+        };
+        if let Ok(ServerFrame::Message(message)) = codec.decode_server(text.as_bytes()) {
+            if message.aid.is_none() && message.did.is_none() {
+                continue;
+            }
+            let ack = ClientFrame::Ack(Ack {
+                did: message.did,
+                aid: message.aid,
+                ok: true,
+                code: None,
+                error: None,
+            });
+            conn::send(&mut tx, &ack).await?;
+        }
+    }
+    Ok(())
+}
+
+/// publish_with_ack round trips with `subscribers` acking subscribers, 64 in flight.
+pub(crate) async fn acks(target: &Target, subscribers: usize, duration: Duration) -> Result<()> {
+    const WINDOW: u64 = 64;
+    let prefix = run_prefix();
+    let topic = format!("{prefix}/ack");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..subscribers {
+        let (mut tx, mut rx) = conn::connect(target, &format!("{prefix}-acker-{i}")).await?;
+        conn::subscribe(&mut tx, &mut rx, &topic).await?;
+        tasks.push(tokio::spawn(acking_subscriber(tx, rx, stop.clone())));
+    }
+    let (mut tx, mut rx) = conn::connect(target, &format!("{prefix}-publisher")).await?;
+    let began = Instant::now();
+    let deadline = began + duration;
+    let mut sent_at = std::collections::HashMap::new();
+    let mut aid_sent = std::collections::HashMap::new();
+    let (mut next_id, mut in_flight, mut complete, mut other) = (1u64, 0u64, 0u64, 0u64);
+    let mut latencies = Vec::new();
+    while Instant::now() < deadline || in_flight > 0 {
+        while in_flight < WINDOW && Instant::now() < deadline {
+            let frame = ClientFrame::Publish(Publish {
+                id: Some(next_id),
+                mid: None,
+                topic: topic.clone(),
+                data: Payload::Bytes(vec![7; PAYLOAD_BYTES]),
+                qos: Qos::AtMostOnce,
+                retain: false,
+                ack: Some(AckRequest { timeout_ms: 10_000 }),
+                notify_dead: false,
+            });
+            tx.feed(WsMessage::text(Codec::encode_client(&frame)?))
+                .await?;
+            sent_at.insert(next_id, Instant::now());
+            next_id += 1;
+            in_flight += 1;
+        }
+        tx.flush().await?;
+        match tokio::time::timeout(Duration::from_secs(15), conn::recv(&mut rx)).await {
+            Err(_) => bail!("no ack frame for 15 s ({in_flight} in flight)"),
+            Ok(frame) => match frame? {
+                ServerFrame::AckExpect(expect) => {
+                    if let Some(at) = sent_at.remove(&expect.id) {
+                        aid_sent.insert(expect.aid, at);
+                    }
+                }
+                ServerFrame::AckDone(done) => {
+                    in_flight = in_flight.saturating_sub(1);
+                    if let Some(at) = aid_sent.remove(&done.aid) {
+                        latencies.push(at.elapsed().as_nanos() as u64);
+                    }
+                    match done.outcome {
+                        AckOutcome::Complete => complete += 1,
+                        _ => other += 1,
+                    }
+                }
+                ServerFrame::Error(err) => bail!("publish_with_ack failed: {}", err.message),
+                _ => {}
+            },
+        }
+    }
+    let elapsed = began.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await??;
+    }
+    latencies.sort_unstable();
+    println!(
+        "publish_with_ack, {subscribers} subscribers, {WINDOW} in flight: {complete} complete \
+         ({:.0}/s), {other} timed out or cancelled; round trip p50 {:.2} ms, p99 {:.2} ms",
+        complete as f64 / elapsed,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+    );
+    Ok(())
+}
+
+/// Opens `count` authenticated connections with one subscription each and reports the server's
+/// resident memory per connection.
+pub(crate) async fn idle(
+    target: &Target,
+    count: usize,
+    rss_kib: impl Fn() -> Option<u64>,
+) -> Result<()> {
+    let prefix = run_prefix();
+    let before = rss_kib();
+    let began = Instant::now();
+    let opened: Vec<Result<(Tx, Rx)>> = futures_util::stream::iter(0..count)
+        .map(|i| {
+            let prefix = prefix.clone();
+            async move {
+                let (mut tx, mut rx) = conn::connect(target, &format!("{prefix}-idle-{i}")).await?;
+                conn::subscribe(&mut tx, &mut rx, &format!("{prefix}/idle/{i}")).await?;
+                Ok((tx, rx))
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let took = began.elapsed().as_secs_f64();
+    let failed = opened.iter().filter(|r| r.is_err()).count();
+    if let Some(Err(err)) = opened.iter().find(|r| r.is_err()) {
+        println!("idle: first failure: {err:#}");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kib();
+    let ok = count - failed;
+    match (before, after) {
+        (Some(before), Some(after)) if ok > 0 => println!(
+            "idle: {ok} connections open ({failed} failed) in {took:.1} s; server RSS {before} KiB \
+             -> {after} KiB: {:.2} KiB per idle connection with one subscription",
+            after.saturating_sub(before) as f64 / ok as f64
+        ),
+        _ => println!(
+            "idle: {ok} connections open ({failed} failed) in {took:.1} s; server RSS unknown \
+             (only measured when this tool starts the server)"
+        ),
+    }
+    drop(opened);
+    Ok(())
+}
