@@ -267,20 +267,11 @@ fn probe_id(text: &str) -> Option<u64> {
 }
 
 fn encode<T: serde::Serialize>(frame: &T) -> Result<String, ProtocolError> {
-    // Most frames fit: one allocation instead of a chain of doublings.
-    let mut out = Vec::with_capacity(256);
-    serde_json::to_writer(&mut out, frame).map_err(|err| {
+    serde_json::to_string(frame).map_err(|err| {
         ProtocolError::new(
             ErrorCode::Internal,
             None,
             format!("frame could not be encoded: {err}"),
-        )
-    })?;
-    String::from_utf8(out).map_err(|err| {
-        ProtocolError::new(
-            ErrorCode::Internal,
-            None,
-            format!("encoder wrote invalid UTF-8: {err}"),
         )
     })
 }
