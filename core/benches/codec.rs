@@ -33,6 +33,21 @@ fn codec(c: &mut Criterion) {
     group.bench_function("publish_128B/decode", |b| {
         b.iter(|| black_box(codec.decode_client(black_box(text.as_bytes())).unwrap()))
     });
+    // The same frame with `type` last: the decoder's buffered fallback path.
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&text).unwrap();
+    let tag = object.shift_remove("type").unwrap();
+    object.insert("type".into(), tag);
+    let type_last = serde_json::to_string(&object).unwrap();
+    group.bench_function("publish_128B/decode_type_last", |b| {
+        b.iter(|| {
+            black_box(
+                codec
+                    .decode_client(black_box(type_last.as_bytes()))
+                    .unwrap(),
+            )
+        })
+    });
     group.bench_function("publish_128B/encode", |b| {
         b.iter(|| black_box(Codec::encode_client(black_box(&frame)).unwrap()))
     });
