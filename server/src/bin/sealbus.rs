@@ -1,3 +1,0 @@
-//! The `sealbus` command-line tool.
-
-fn main() {}

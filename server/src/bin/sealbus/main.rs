@@ -1,0 +1,38 @@
+//! The `sealbus` command-line tool: `sealbus serve` runs the server; `sealbus token` mints a
+//! client token from a configuration file.
+
+mod serve;
+mod token;
+
+use clap::{Parser, Subcommand};
+
+/// Sealbus: real-time pub/sub over WebSocket with virtual brokers (sessions).
+#[derive(Parser)]
+#[command(name = "sealbus", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Mint a client token (HS256 JWT) for a session defined in a configuration file.
+    Token(token::TokenArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Token(args) => token::run(args),
+    }
+}

@@ -1,0 +1,219 @@
+//! publish_with_ack collections: who is expected, who answered, and how it ended.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use sealbus::protocol::{
+    Ack, AckCancel, AckDone, AckOutcome, AckResponse, AckState, AckStatus, ErrorCode,
+    ProtocolError, ServerFrame,
+};
+
+use super::session::{ClientKey, Session, State};
+use crate::metrics::SessionMetrics;
+
+/// How long a finished collection stays queryable with `ack_status`.
+const FINISHED_RETENTION: Duration = Duration::from_secs(60);
+
+/// One publish_with_ack in progress (or recently finished).
+#[derive(Debug)]
+pub(super) struct AckCollection {
+    /// The publishing connection; `None` once it left.
+    pub(super) publisher: Option<ClientKey>,
+    /// The topic (`None` for a direct message).
+    pub(super) topic: Option<String>,
+    expected: Vec<Arc<str>>,
+    pending: HashMap<Arc<str>, ClientKey>,
+    answered: Vec<Arc<str>>,
+    outcome: Option<AckOutcome>,
+    finished_at: Option<Instant>,
+    /// Shared with the queued copies: set on cancel so writers skip them.
+    cancelled: Arc<AtomicBool>,
+}
+
+impl AckCollection {
+    pub(super) fn insert(
+        state: &mut State,
+        aid: u64,
+        publisher: ClientKey,
+        topic: Option<String>,
+        expected: &[(Arc<str>, ClientKey)],
+        cancelled: Arc<AtomicBool>,
+    ) {
+        state.acks.retain(|_, c| {
+            c.finished_at
+                .is_none_or(|at| at.elapsed() < FINISHED_RETENTION)
+        });
+        state.acks.insert(
+            aid,
+            AckCollection {
+                publisher: Some(publisher),
+                topic,
+                expected: expected.iter().map(|(id, _)| id.clone()).collect(),
+                pending: expected.iter().cloned().collect(),
+                answered: Vec::new(),
+                outcome: None,
+                finished_at: None,
+                cancelled,
+            },
+        );
+    }
+
+    /// Records `from`'s response and relays it; finishes the collection when nobody is left.
+    /// Returns false when `from` was not expected to answer (or already did).
+    fn respond(state: &mut State, aid: u64, response: AckResponse) -> bool {
+        let Some(collection) = state.acks.get_mut(&aid) else {
+            return false;
+        };
+        if collection.outcome.is_some() {
+            return true;
+        }
+        let Some((from, _)) = collection.pending.remove_entry(response.from.as_str()) else {
+            return false;
+        };
+        collection.answered.push(from);
+        let done = collection.pending.is_empty();
+        if let Some(publisher) = collection.publisher {
+            state.send(publisher, &ServerFrame::AckResponse(response));
+        }
+        if done {
+            Self::finish(state, aid, AckOutcome::Complete);
+        }
+        true
+    }
+
+    /// `from` left (or unsubscribed) before answering.
+    pub(super) fn respond_disconnected(state: &mut State, aid: u64, from: &str) {
+        Self::respond(
+            state,
+            aid,
+            AckResponse {
+                aid,
+                from: from.to_owned(),
+                ok: false,
+                code: Some(ErrorCode::Disconnected),
+                error: Some("disconnected".into()),
+            },
+        );
+    }
+
+    /// Ends the collection with `outcome` and sends the one `ack_done`.
+    pub(super) fn finish(state: &mut State, aid: u64, outcome: AckOutcome) {
+        let Some(collection) = state.acks.get_mut(&aid) else {
+            return;
+        };
+        if collection.outcome.is_some() {
+            return;
+        }
+        collection.outcome = Some(outcome);
+        collection.finished_at = Some(Instant::now());
+        if outcome == AckOutcome::Cancelled {
+            collection.cancelled.store(true, Ordering::Release);
+        }
+        let publisher = collection.publisher;
+        let waiting: Vec<ClientKey> = collection.pending.values().copied().collect();
+        for key in waiting {
+            if let Some(client) = state.clients.get_mut(&key) {
+                client.pending_aids.remove(&aid);
+            }
+        }
+        if let Some(publisher) = publisher {
+            state.send(publisher, &ServerFrame::AckDone(AckDone { aid, outcome }));
+        }
+    }
+}
+
+impl Session {
+    pub(super) fn ack(&self, key: ClientKey, f: Ack) -> Result<(), ProtocolError> {
+        SessionMetrics::add(&self.metrics.acks, 1);
+        let mut state = self.lock();
+        let client = state
+            .clients
+            .get_mut(&key)
+            .ok_or_else(|| ProtocolError::new(ErrorCode::Disconnected, None, "closing"))?;
+        if let Some(did) = f.did
+            && !client.outstanding_dids.remove(&did)
+        {
+            return Err(ProtocolError::new(
+                ErrorCode::UnknownDeliveryId,
+                None,
+                format!("delivery id {did} is not outstanding"),
+            ));
+        }
+        let Some(aid) = f.aid else { return Ok(()) };
+        let from = client.id.clone();
+        if !client.pending_aids.remove(&aid) {
+            // Late answers to a finished collection are ignored; anything else is unknown.
+            return match state.acks.get(&aid) {
+                Some(c) if c.outcome.is_some() && c.expected.contains(&from) => Ok(()),
+                _ => Err(unknown_aid(None, aid)),
+            };
+        }
+        let response = AckResponse {
+            aid,
+            from: from.to_string(),
+            ok: f.ok,
+            code: if f.ok {
+                None
+            } else {
+                f.code.or(Some(ErrorCode::HandlerFailed))
+            },
+            error: if f.ok { None } else { f.error },
+        };
+        AckCollection::respond(&mut state, aid, response);
+        Ok(())
+    }
+
+    pub(super) fn ack_status(&self, key: ClientKey, f: AckStatus) -> Result<(), ProtocolError> {
+        let state = self.lock();
+        let collection = state
+            .acks
+            .get(&f.aid)
+            .filter(|c| c.publisher == Some(key))
+            .ok_or_else(|| unknown_aid(Some(f.id), f.aid))?;
+        let answered: Vec<String> = collection.answered.iter().map(|s| s.to_string()).collect();
+        let pending = collection
+            .expected
+            .iter()
+            .filter(|id| collection.pending.contains_key(*id))
+            .map(|id| id.to_string())
+            .collect();
+        let frame = ServerFrame::AckState(AckState {
+            id: f.id,
+            aid: f.aid,
+            pending,
+            answered,
+            outcome: collection.outcome,
+        });
+        state.send(key, &frame);
+        Ok(())
+    }
+
+    pub(super) fn ack_cancel(&self, key: ClientKey, f: AckCancel) -> Result<(), ProtocolError> {
+        let mut state = self.lock();
+        if state
+            .acks
+            .get(&f.aid)
+            .is_none_or(|c| c.publisher != Some(key))
+        {
+            return Err(unknown_aid(f.id, f.aid));
+        }
+        AckCollection::finish(&mut state, f.aid, AckOutcome::Cancelled);
+        Ok(())
+    }
+
+    /// The publisher's timeout passed.
+    pub(super) fn ack_timeout(&self, aid: u64) {
+        let mut state = self.lock();
+        AckCollection::finish(&mut state, aid, AckOutcome::Timeout);
+    }
+}
+
+fn unknown_aid(id: Option<u64>, aid: u64) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::UnknownAckId,
+        id,
+        format!("ack id {aid} is not one of this connection's collections"),
+    )
+}

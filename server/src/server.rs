@@ -1,0 +1,222 @@
+//! [`Server`] and its builder: the broker, the admin token and the axum [`Router`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::auth::{self, RateLimiter};
+use crate::broker::{Backplane, Broker, LocalBackplane, Session};
+use crate::config::{Config, ServerOptions, SessionConfig};
+use crate::error::{Error, Result};
+use crate::participant::Participant;
+use crate::store::{MemoryStore, SessionRecord, Store};
+
+/// Decides from the upgrade request's headers and query string whether a WebSocket may connect
+/// (an embedding application's own authentication, for example a cookie check).
+pub type UpgradeHook = Arc<dyn Fn(&HeaderMap, Option<&str>) -> bool + Send + Sync>;
+
+/// Builds a [`Server`].
+#[derive(Default)]
+pub struct ServerBuilder {
+    config: Config,
+    store: Option<Arc<dyn Store>>,
+    backplane: Option<Arc<dyn Backplane>>,
+    hook: Option<UpgradeHook>,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder").finish_non_exhaustive()
+    }
+}
+
+impl ServerBuilder {
+    /// Uses `config` (sessions, admin token, server options).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Adds a session to create at start.
+    pub fn session(mut self, session: SessionConfig) -> Self {
+        self.config.sessions.push(session);
+        self
+    }
+
+    /// Sets the admin API token (otherwise the config's, otherwise a generated one).
+    pub fn admin_token(mut self, token: impl Into<String>) -> Self {
+        self.config.admin_token = Some(token.into());
+        self
+    }
+
+    /// Uses `store` instead of a fresh [`MemoryStore`].
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Uses `backplane` instead of the single-node [`LocalBackplane`].
+    pub fn backplane(mut self, backplane: Arc<dyn Backplane>) -> Self {
+        self.backplane = Some(backplane);
+        self
+    }
+
+    /// Accepts or rejects WebSocket upgrades from their headers and query string.
+    pub fn upgrade_hook(
+        mut self,
+        hook: impl Fn(&HeaderMap, Option<&str>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// Creates the broker and the configured sessions.
+    pub fn build(self) -> Result<Server> {
+        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        let backplane = self.backplane.unwrap_or_else(|| Arc::new(LocalBackplane));
+        let broker = Broker::new(store.clone(), backplane);
+        for record in store.sessions() {
+            broker.create_session(record)?;
+        }
+        for session in &self.config.sessions {
+            if broker.session(&session.name).is_err() {
+                broker.create_session(session_record(session)?)?;
+            }
+        }
+        let (admin_token, generated) = match self.config.admin_token {
+            Some(token) if !token.is_empty() => (token, false),
+            _ => (auth::random_token::<24>(), true),
+        };
+        let options = self.config.server;
+        let limiter = RateLimiter::new(
+            options.auth_failures,
+            Duration::from_secs(options.auth_window_secs),
+        );
+        Ok(Server {
+            inner: Arc::new(Inner {
+                broker,
+                options,
+                admin_token,
+                admin_token_generated: generated,
+                limiter,
+                hook: self.hook,
+                shutdown: watch::Sender::new(false),
+            }),
+        })
+    }
+}
+
+/// Builds the stored form of a configured session: hashes a plain password, generates a token
+/// secret when none is given.
+pub fn session_record(config: &SessionConfig) -> Result<SessionRecord> {
+    let password_hash = match (&config.password, &config.password_hash) {
+        (Some(password), _) => Some(auth::hash_password(password)?),
+        (None, Some(hash)) => Some(hash.clone()),
+        (None, None) => None,
+    };
+    Ok(SessionRecord {
+        name: config.name.clone(),
+        password_hash,
+        token_secret: config
+            .token_secret
+            .clone()
+            .unwrap_or_else(auth::random_token::<32>),
+        settings: config.settings.clone(),
+    })
+}
+
+pub(crate) struct Inner {
+    pub(crate) broker: Broker,
+    pub(crate) options: ServerOptions,
+    pub(crate) admin_token: String,
+    pub(crate) admin_token_generated: bool,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) hook: Option<UpgradeHook>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// A Sealbus server: cheap to clone, all clones share one broker.
+#[derive(Clone)]
+pub struct Server {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("sessions", &self.inner.broker.sessions().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A builder with default settings and no sessions.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// The routes: `/ws`, the admin API under `/api`, `/healthz`, `/readyz` and `/metrics`.
+    ///
+    /// Mount it in an existing axum application with `merge` (or `nest`); serve that
+    /// application with `into_make_service_with_connect_info::<SocketAddr>()` so that failed
+    /// logins are rate-limited per peer address.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/ws", axum::routing::get(crate::ws::upgrade))
+            .merge(crate::admin::routes())
+            .with_state(self.clone())
+    }
+
+    /// The broker (sessions and their state).
+    pub fn broker(&self) -> &Broker {
+        &self.inner.broker
+    }
+
+    /// The admin API token.
+    pub fn admin_token(&self) -> &str {
+        &self.inner.admin_token
+    }
+
+    /// Whether the admin token was generated at start (and should be shown to the operator).
+    pub fn admin_token_generated(&self) -> bool {
+        self.inner.admin_token_generated
+    }
+
+    /// Creates a session at runtime.
+    pub fn create_session(&self, config: &SessionConfig) -> Result<Arc<Session>> {
+        self.inner.broker.create_session(session_record(config)?)
+    }
+
+    /// Joins `session` in-process as a participant with the given client id (`$server` when
+    /// `None`), with the same semantics as a remote client.
+    pub fn participant(&self, session: &str, client_id: Option<&str>) -> Result<Participant> {
+        let session = self.inner.broker.session(session)?;
+        Participant::join(session, client_id)
+    }
+
+    /// Starts a graceful shutdown: queues drain, clients are closed with `shutting_down`, and
+    /// [`serve`](Self::serve) returns.
+    pub fn shutdown(&self) {
+        self.inner.broker.shutdown();
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Serves the router on `listener` until [`shutdown`](Self::shutdown).
+    pub async fn serve(&self, listener: TcpListener) -> Result<()> {
+        let mut stop = self.inner.shutdown.subscribe();
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            })
+            .await
+            .map_err(Error::Io)
+    }
+}

@@ -1,0 +1,363 @@
+//! The WebSocket endpoint: upgrade on `/ws` with subprotocol `sealbus.v1`, `hello` and
+//! authentication, then a reader loop feeding the broker and a writer task draining the
+//! client's bounded outbound queue.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use sealbus::protocol::{
+    ClientFrame, Codec, ErrorCode, ErrorFrame, Hello, PROTOCOL_VERSION, ProtocolError, SUBPROTOCOL,
+    ServerFrame,
+};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite;
+
+use crate::broker::{Flow, Kill, KillSwitch, Outbound, Outbox, Session, now_ms};
+use crate::error::Error;
+use crate::metrics::SessionMetrics;
+use crate::server::Server;
+
+/// Read buffer per connection. Kept small because a server holds many mostly idle connections;
+/// tungstenite grows it as needed for large frames.
+pub const READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Write buffer per connection: frames are flushed once this much is buffered (small for the
+/// same reason as [`READ_BUFFER_BYTES`]).
+pub const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
+/// How long the writer may take to send the final `error` + close frames.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// How long the reader waits for its writer to finish after the connection ended.
+const WRITER_GRACE: Duration = Duration::from_secs(10);
+
+/// `GET /ws`: checks the upgrade hook and the subprotocol, then upgrades.
+pub(crate) async fn upgrade(State(server): State<Server>, request: Request<Body>) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    if server.inner.broker.is_shutting_down() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    if let Some(hook) = &server.inner.hook
+        && !hook(&parts.headers, parts.uri.query())
+    {
+        return (StatusCode::FORBIDDEN, "connection refused").into_response();
+    }
+    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(ws) => ws.protocols([SUBPROTOCOL]),
+        Err(rejection) => return rejection.into_response(),
+    };
+    if ws.selected_protocol().is_none() {
+        return (
+            StatusCode::BAD_REQUEST,
+            "the WebSocket subprotocol `sealbus.v1` is required",
+        )
+            .into_response();
+    }
+    let max = server.inner.options.max_frame_bytes as usize;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .on_upgrade(move |socket| connection(server, socket, peer))
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+type Stream = SplitStream<WebSocket>;
+
+async fn send_text(sink: &mut Sink, frame: &ServerFrame) {
+    if let Ok(text) = Codec::encode_server(frame) {
+        let _ = sink.send(Message::Text(text.into())).await;
+    }
+}
+
+/// Sends an `error` frame and closes with the error's close code.
+async fn close_with(sink: &mut Sink, error: ErrorFrame) {
+    let code = error.code.close_code();
+    let reason = Utf8Bytes::from(error.code.name());
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        send_text(sink, &ServerFrame::Error(error)).await;
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame { code, reason })))
+            .await;
+    })
+    .await;
+}
+
+async fn connection(server: Server, socket: WebSocket, peer: IpAddr) {
+    let (mut sink, mut stream) = socket.split();
+    let (session, hello) = match handshake(&server, &mut stream, peer).await {
+        Ok(joined) => joined,
+        Err(err) => {
+            tracing::debug!(%peer, code = %err.code(), "connection refused");
+            close_with(&mut sink, err.to_frame()).await;
+            return;
+        }
+    };
+    let settings = session.settings();
+    let (outbox, rx) = Outbox::new(
+        settings.outbound_queue as usize,
+        settings.slow_consumer_drops,
+        session.metrics().clone(),
+    );
+    let connected = match session.connect(hello.0, hello.1, outbox.clone()) {
+        Ok(connected) => connected,
+        Err(err) => {
+            close_with(&mut sink, err.to_frame()).await;
+            return;
+        }
+    };
+    tracing::info!(session = %session.name(), client = %connected.client_id, %peer, "client connected");
+    let kill = outbox.kill_switch().clone();
+    let writer = tokio::spawn(writer(sink, rx, kill.clone(), session.metrics().clone()));
+    let keepalive = Duration::from_millis(settings.keepalive_ms.saturating_mul(2));
+    let codec = Codec::new(settings.max_frame_bytes as usize);
+    read_loop(&session, connected.key, &outbox, stream, codec, keepalive).await;
+    session.disconnect(connected.key);
+    drop(outbox);
+    let _ = tokio::time::timeout(WRITER_GRACE, writer).await;
+    tracing::info!(
+        session = %session.name(),
+        client = %connected.client_id,
+        reason = kill.reason().map(|k| k.code.name()).unwrap_or("closed"),
+        "client disconnected"
+    );
+}
+
+/// Waits for `hello` and authenticates it; returns the session, the client id to use and the
+/// connection's permissions.
+async fn handshake(
+    server: &Server,
+    stream: &mut Stream,
+    peer: IpAddr,
+) -> Result<(Arc<Session>, (Option<String>, crate::auth::Permissions)), Error> {
+    let deadline = Duration::from_millis(server.inner.options.hello_timeout_ms);
+    let codec = Codec::new(server.inner.options.max_frame_bytes as usize);
+    let hello: Hello = loop {
+        let message = match tokio::time::timeout(deadline, stream.next()).await {
+            Err(_) => {
+                return Err(Error::protocol(
+                    ErrorCode::NotAuthenticated,
+                    None,
+                    "no `hello` in time",
+                ));
+            }
+            Ok(None) | Ok(Some(Err(_))) => return Err(Error::Disconnected),
+            Ok(Some(Ok(message))) => message,
+        };
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                return Err(Error::protocol(
+                    ErrorCode::BinaryFrame,
+                    None,
+                    "binary frames are not accepted",
+                ));
+            }
+            Message::Close(_) => return Err(Error::Disconnected),
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        match codec.decode_client(text.as_bytes())? {
+            ClientFrame::Hello(hello) => break hello,
+            other => {
+                return Err(Error::protocol(
+                    ErrorCode::NotAuthenticated,
+                    other.request_id(),
+                    "the first frame must be `hello`",
+                ));
+            }
+        }
+    };
+    if hello.v != PROTOCOL_VERSION {
+        return Err(Error::protocol(
+            ErrorCode::UnsupportedVersion,
+            None,
+            "protocol version 1 only",
+        ));
+    }
+    if server.inner.limiter.is_limited(peer) {
+        return Err(Error::protocol(
+            ErrorCode::RateLimited,
+            None,
+            "too many failed logins",
+        ));
+    }
+    let failed = || Error::protocol(ErrorCode::AuthFailed, None, "authentication failed");
+    let Ok(session) = server.inner.broker.session(&hello.session) else {
+        server.inner.limiter.record_failure(peer);
+        return Err(failed());
+    };
+    let checked = {
+        let session = session.clone();
+        let hello = hello.clone();
+        tokio::task::spawn_blocking(move || {
+            session.check_credentials(&hello.auth, hello.client_id.as_deref(), now_ms() / 1000)
+        })
+        .await
+        .map_err(|_| failed())?
+    };
+    match checked {
+        Ok(granted) => Ok((session, granted)),
+        Err(err) => {
+            server.inner.limiter.record_failure(peer);
+            SessionMetrics::add(&session.metrics().auth_failures, 1);
+            Err(err)
+        }
+    }
+}
+
+async fn read_loop(
+    session: &Arc<Session>,
+    key: u64,
+    outbox: &Outbox,
+    mut stream: Stream,
+    codec: Codec,
+    keepalive: Duration,
+) {
+    let kill = outbox.kill_switch().clone();
+    let mut killed = kill.subscribe();
+    let metrics = session.metrics().clone();
+    loop {
+        let next = tokio::select! {
+            _ = killed.wait_for(|k| *k) => return,
+            next = tokio::time::timeout(keepalive, stream.next()) => next,
+        };
+        let message = match next {
+            Err(_) => {
+                kill.kill(Kill {
+                    code: ErrorCode::KeepaliveTimeout,
+                    message: "nothing received within the keep-alive timeout".into(),
+                    drain: false,
+                });
+                return;
+            }
+            Ok(None) => return,
+            Ok(Some(Err(err))) => {
+                if matches!(
+                    err.into_inner().downcast_ref::<tungstenite::Error>(),
+                    Some(tungstenite::Error::Capacity(_))
+                ) {
+                    kill.kill(frame_too_large());
+                }
+                return;
+            }
+            Ok(Some(Ok(message))) => message,
+        };
+        match message {
+            Message::Text(text) => {
+                SessionMetrics::add(&metrics.messages_in, 1);
+                SessionMetrics::add(&metrics.bytes_in, text.len() as u64);
+                match codec.decode_client(text.as_bytes()) {
+                    Ok(frame) => {
+                        if session.handle(key, frame) == Flow::Close {
+                            return;
+                        }
+                    }
+                    Err(err) if err.code == ErrorCode::FrameTooLarge => {
+                        kill.kill(Kill {
+                            code: err.code,
+                            message: err.message,
+                            drain: false,
+                        });
+                        return;
+                    }
+                    Err(err) => push_error(outbox, &err),
+                }
+            }
+            Message::Binary(_) => push_error(
+                outbox,
+                &ProtocolError::new(
+                    ErrorCode::BinaryFrame,
+                    None,
+                    "binary frames are not accepted",
+                ),
+            ),
+            Message::Close(_) => return,
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+    }
+}
+
+fn frame_too_large() -> Kill {
+    Kill {
+        code: ErrorCode::FrameTooLarge,
+        message: "frame exceeds the server's frame size limit".into(),
+        drain: false,
+    }
+}
+
+fn push_error(outbox: &Outbox, err: &ProtocolError) {
+    if let Ok(text) = Codec::encode_server(&ServerFrame::Error(err.to_frame())) {
+        outbox.push(Outbound::Frame(text.into()));
+    }
+}
+
+/// Drains the outbound queue to the socket; on kill, writes the reason and closes.
+async fn writer(
+    mut sink: Sink,
+    mut rx: mpsc::Receiver<Outbound>,
+    kill: Arc<KillSwitch>,
+    metrics: Arc<SessionMetrics>,
+) {
+    let mut killed = kill.subscribe();
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = killed.wait_for(|k| *k) => break,
+            item = rx.recv() => item,
+        };
+        let Some(item) = item else {
+            let _ = tokio::time::timeout(
+                CLOSE_GRACE,
+                sink.send(Message::Close(Some(CloseFrame {
+                    code: 1000,
+                    reason: Utf8Bytes::from_static(""),
+                }))),
+            )
+            .await;
+            return;
+        };
+        let Some(text) = item.text() else { continue };
+        let len = text.len() as u64;
+        let message = Message::Text(text.clone());
+        tokio::select! {
+            biased;
+            _ = killed.wait_for(|k| *k) => break,
+            sent = sink.send(message) => if sent.is_err() { return },
+        }
+        SessionMetrics::add(&metrics.messages_out, 1);
+        SessionMetrics::add(&metrics.bytes_out, len);
+    }
+    let Some(reason) = kill.reason().cloned() else {
+        return;
+    };
+    if reason.drain {
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Ok(item) = rx.try_recv() {
+                if let Some(text) = item.text()
+                    && sink.send(Message::Text(text.clone())).await.is_err()
+                {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+    close_with(
+        &mut sink,
+        ErrorFrame::new(None, reason.code, reason.message),
+    )
+    .await;
+}
