@@ -41,10 +41,7 @@ impl AckCollection {
         expected: &[(Arc<str>, ClientKey)],
         cancelled: Arc<AtomicBool>,
     ) {
-        state.acks.retain(|_, c| {
-            c.finished_at
-                .is_none_or(|at| at.elapsed() < FINISHED_RETENTION)
-        });
+        Self::expire_finished(state);
         state.acks.insert(
             aid,
             AckCollection {
@@ -58,6 +55,18 @@ impl AckCollection {
                 cancelled,
             },
         );
+    }
+
+    /// Forgets collections that finished more than `FINISHED_RETENTION` ago (oldest first).
+    fn expire_finished(state: &mut State) {
+        let now = Instant::now();
+        while let Some(&(finished_at, aid)) = state.finished_acks.front() {
+            if now.duration_since(finished_at) < FINISHED_RETENTION {
+                break;
+            }
+            state.finished_acks.pop_front();
+            state.acks.remove(&aid);
+        }
     }
 
     /// Records `from`'s response and relays it; finishes the collection when nobody is left.
@@ -106,8 +115,10 @@ impl AckCollection {
         if collection.outcome.is_some() {
             return;
         }
+        let now = Instant::now();
         collection.outcome = Some(outcome);
-        collection.finished_at = Some(Instant::now());
+        collection.finished_at = Some(now);
+        state.finished_acks.push_back((now, aid));
         if outcome == AckOutcome::Cancelled {
             collection.cancelled.store(true, Ordering::Release);
         }

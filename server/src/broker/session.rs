@@ -72,6 +72,8 @@ pub(super) struct State {
     pub(super) last_offset: u64,
     pub(super) next_aid: u64,
     pub(super) acks: HashMap<u64, AckCollection>,
+    /// Finished collections in the order they finished, so expiring them costs nothing per publish.
+    pub(super) finished_acks: std::collections::VecDeque<(std::time::Instant, u64)>,
 }
 
 impl State {

@@ -38,7 +38,7 @@ pub(crate) async fn connect(target: &Target, client_id: &str) -> Result<(Tx, Rx)
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static(sealbus::protocol::SUBPROTOCOL),
     );
-    let (ws, _) = tokio_tungstenite::connect_async(request)
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
         .await
         .with_context(|| format!("connecting to {}", target.url))?;
     let (mut tx, mut rx) = ws.split();

@@ -17,10 +17,12 @@ use super::conn::{self, Rx, Target, Tx};
 
 const PAYLOAD_BYTES: usize = 128;
 
-/// What a fan-out run measured that the next run needs.
+/// What a fan-out run measured.
 pub(crate) struct Figures {
     /// Publishes per second over all publishers.
     pub(crate) publish_rate: f64,
+    /// Whether every expected delivery arrived and no subscriber was disconnected.
+    pub(crate) lossless: bool,
 }
 
 fn run_prefix() -> String {
@@ -90,28 +92,23 @@ async fn receive(mut rx: Rx, start: Instant, stop: Arc<AtomicBool>) -> (u64, Vec
     (count, latencies, dropped)
 }
 
-/// Publishes as fast as possible, or at `rate` per second, until `deadline`.
+/// Publishes at `rate` per second until `deadline`.
 async fn publish(
     mut tx: Tx,
     topic: String,
     start: Instant,
     deadline: Instant,
-    rate: Option<f64>,
+    rate: f64,
 ) -> Result<u64> {
     let began = Instant::now();
     let mut sent = 0u64;
     while Instant::now() < deadline {
-        let batch = match rate {
-            None => 64,
-            Some(rate) => {
-                let due = (began.elapsed().as_secs_f64() * rate) as u64;
-                if due <= sent {
-                    tokio::time::sleep(Duration::from_micros(500)).await;
-                    continue;
-                }
-                due - sent
-            }
-        };
+        let due = (began.elapsed().as_secs_f64() * rate) as u64;
+        if due <= sent {
+            tokio::time::sleep(Duration::from_micros(500)).await;
+            continue;
+        }
+        let batch = due - sent;
         for _ in 0..batch {
             tx.feed(publish_frame(&topic, start)?).await?;
         }
@@ -121,13 +118,14 @@ async fn publish(
     Ok(sent)
 }
 
-/// `publishers` → `subscribers` fan-out of 128-byte QoS 0 messages; prints and returns figures.
-pub(crate) async fn fanout(
+/// `publishers` → `subscribers` fan-out of 128-byte QoS 0 messages at `rate` publishes/s in all;
+/// prints and returns figures.
+async fn fanout(
     target: &Target,
     publishers: usize,
     subscribers: usize,
     duration: Duration,
-    rate: Option<f64>,
+    rate: f64,
 ) -> Result<Figures> {
     let prefix = run_prefix();
     let start = Instant::now();
@@ -146,7 +144,7 @@ pub(crate) async fn fanout(
     for p in 0..publishers {
         let (tx, rx) = conn::connect(target, &format!("{prefix}-pub-{p}")).await?;
         let topic = format!("{prefix}/p{p}");
-        let per_publisher = rate.map(|r| r / publishers as f64);
+        let per_publisher = rate / publishers as f64;
         senders.push(tokio::spawn(publish(
             tx,
             topic,
@@ -172,12 +170,8 @@ pub(crate) async fn fanout(
     }
     latencies.sort_unstable();
     let expected = published * subscribers as u64;
-    let mode = match rate {
-        None => "max rate".to_owned(),
-        Some(rate) => format!("{rate:.0} publishes/s"),
-    };
     println!(
-        "fanout {publishers}->{subscribers} ({mode}): {published} published ({:.0}/s), \
+        "fanout {publishers}->{subscribers} ({rate:.0} publishes/s asked): {published} published ({:.0}/s), \
          {delivered} deliveries ({:.0}/s) of {expected} expected ({} not delivered, \
          {disconnected} subscribers disconnected); latency p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms",
         published as f64 / elapsed,
@@ -190,7 +184,45 @@ pub(crate) async fn fanout(
     drop(keep);
     Ok(Figures {
         publish_rate: published as f64 / elapsed,
+        lossless: delivered >= expected && disconnected == 0,
     })
+}
+
+/// Finds the highest publish rate (doubling from `start_rate`) that `publishers` → `subscribers`
+/// sustains without losing a delivery, then measures latency at half of it. An open-loop flood is
+/// not a throughput figure: the server rightly disconnects subscribers that cannot keep up.
+pub(crate) async fn fanout_search(
+    target: &Target,
+    publishers: usize,
+    subscribers: usize,
+    step: Duration,
+    start_rate: f64,
+) -> Result<()> {
+    println!("fanout {publishers}->{subscribers}: searching for the highest lossless rate");
+    let mut best: Option<f64> = None;
+    let mut rate = start_rate;
+    loop {
+        let figures = fanout(target, publishers, subscribers, step, rate).await?;
+        let kept_up = figures.publish_rate >= rate * 0.9;
+        if !figures.lossless || !kept_up {
+            break;
+        }
+        best = Some(rate);
+        rate *= 2.0;
+    }
+    let Some(best) = best else {
+        println!(
+            "fanout {publishers}->{subscribers}: not even {start_rate:.0} publishes/s was lossless"
+        );
+        return Ok(());
+    };
+    println!(
+        "fanout {publishers}->{subscribers}: highest lossless rate {best:.0} publishes/s = {:.0} deliveries/s",
+        best * subscribers as f64
+    );
+    println!("fanout {publishers}->{subscribers}: latency at half that rate");
+    fanout(target, publishers, subscribers, step * 2, best / 2.0).await?;
+    Ok(())
 }
 
 /// A subscriber that acknowledges every message that asks for it.
@@ -222,7 +254,10 @@ async fn acking_subscriber(mut tx: Tx, mut rx: Rx, stop: Arc<AtomicBool>) -> Res
 
 /// publish_with_ack round trips with `subscribers` acking subscribers, 64 in flight.
 pub(crate) async fn acks(target: &Target, subscribers: usize, duration: Duration) -> Result<()> {
-    const WINDOW: u64 = 64;
+    let window: u64 = std::env::var("LOAD_WINDOW")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(64);
     let prefix = run_prefix();
     let topic = format!("{prefix}/ack");
     let stop = Arc::new(AtomicBool::new(false));
@@ -240,7 +275,7 @@ pub(crate) async fn acks(target: &Target, subscribers: usize, duration: Duration
     let (mut next_id, mut in_flight, mut complete, mut other) = (1u64, 0u64, 0u64, 0u64);
     let mut latencies = Vec::new();
     while Instant::now() < deadline || in_flight > 0 {
-        while in_flight < WINDOW && Instant::now() < deadline {
+        while in_flight < window && Instant::now() < deadline {
             let frame = ClientFrame::Publish(Publish {
                 id: Some(next_id),
                 mid: None,
@@ -288,7 +323,7 @@ pub(crate) async fn acks(target: &Target, subscribers: usize, duration: Duration
     }
     latencies.sort_unstable();
     println!(
-        "publish_with_ack, {subscribers} subscribers, {WINDOW} in flight: {complete} complete \
+        "publish_with_ack, {subscribers} subscribers, {window} in flight: {complete} complete \
          ({:.0}/s), {other} timed out or cancelled; round trip p50 {:.2} ms, p99 {:.2} ms",
         complete as f64 / elapsed,
         percentile(&latencies, 0.50),
