@@ -5,10 +5,16 @@
 //!
 //! * [`protocol`]: the wire frames of protocol v1, their JSON codec and the stable error codes;
 //! * [`topic`]: topic and filter validation, `+`/`#` matching and a subscription index;
-//! * [`crypto`]: the end-to-end envelope (AES-256-CBC + HMAC-SHA-256), keys and keyrings.
+//! * [`crypto`]: the end-to-end envelope (AES-256-CBC + HMAC-SHA-256), keys and keyrings;
+//! * [`engine`]: the sans-IO client state machine every transport drives;
+//! * [`Error`]: the one error type of client operations, with stable codes.
 //!
 //! The wire contract is documented in `docs/PROTOCOL.md`, the envelope in `docs/SECURITY.md`.
 
 pub mod crypto;
+pub mod engine;
+mod error;
 pub mod protocol;
 pub mod topic;
+
+pub use error::Error;

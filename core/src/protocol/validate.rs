@@ -124,14 +124,14 @@ fn check_publish_common(
             "`id` is required for QoS 1 and for `ack`",
         ));
     }
-    if let Some(ack) = ack {
-        if ack.timeout_ms == 0 || ack.timeout_ms > MAX_ACK_TIMEOUT_MS {
-            return Err(fail(
-                ErrorCode::InvalidField,
-                id,
-                format!("`ack.timeout_ms` must be 1 to {MAX_ACK_TIMEOUT_MS}"),
-            ));
-        }
+    if let Some(ack) = ack
+        && (ack.timeout_ms == 0 || ack.timeout_ms > MAX_ACK_TIMEOUT_MS)
+    {
+        return Err(fail(
+            ErrorCode::InvalidField,
+            id,
+            format!("`ack.timeout_ms` must be 1 to {MAX_ACK_TIMEOUT_MS}"),
+        ));
     }
     Ok(())
 }
