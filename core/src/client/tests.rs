@@ -416,3 +416,25 @@ async fn local_errors_do_not_touch_the_network() {
     assert_eq!(err.code(), ErrorCode::Closed);
     tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn unreachable_server_fails_connect_without_retrying_by_default() {
+    let (listener, options) = listen().await;
+    drop(listener);
+    let err = tokio::time::timeout(WAIT, Client::connect(options))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Disconnected);
+    assert!(err.to_string().contains("refused"), "{err}");
+}
+
+#[tokio::test]
+async fn invalid_options_fail_before_connecting() {
+    let options = ClientOptions::new("ws://127.0.0.1:1/ws", "bad session!").password("pw");
+    let err = Client::connect(options).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidField);
+    let options = ClientOptions::new("ws://127.0.0.1:1/ws", "demo").persistent(true);
+    let err = Client::connect(options).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidOption(_)));
+}

@@ -293,7 +293,14 @@ impl Engine {
             )));
         }
         self.ensure_open()?;
-        let keyring = self.config.keyring.as_ref().filter(|_| options.encrypt);
+        // An empty retained publish clears the topic's retained message; the server can only
+        // see that it is empty when it is not sealed.
+        let clears_retained = options.retain && data.is_empty();
+        let keyring = self
+            .config
+            .keyring
+            .as_ref()
+            .filter(|_| options.encrypt && !clears_retained);
         let payload = to_payload(data, &topic, keyring)?;
         let max = self.limits.max_message_bytes as usize;
         if payload.size() > max {

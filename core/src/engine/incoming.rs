@@ -306,9 +306,15 @@ impl Engine {
             self.subs.dispatch(&incoming.topic, incoming.offset)
         };
         if handlers.is_empty() {
-            // Nobody to run (unsubscribed while the copy was on its way): settle it.
             if needs_ack {
-                let ack = ok_ack(incoming.did, incoming.aid);
+                let ack = if incoming.direct {
+                    // Nobody here handles direct messages: the sender must not read success.
+                    let text = "no handler for direct messages is registered";
+                    error_ack(incoming.did, incoming.aid, ErrorCode::HandlerFailed, text)
+                } else {
+                    // Unsubscribed while the copy was on its way: settle it.
+                    ok_ack(incoming.did, incoming.aid)
+                };
                 self.send(ClientFrame::Ack(ack), now);
             }
             return;

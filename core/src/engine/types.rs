@@ -41,6 +41,19 @@ pub enum Data {
     Bytes(Vec<u8>),
 }
 
+impl Data {
+    /// Whether this is an empty payload (`null`, `""` or no bytes); an empty retained publish
+    /// clears the topic's retained message.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Data::Json(serde_json::Value::Null) => true,
+            Data::Json(serde_json::Value::String(text)) => text.is_empty(),
+            Data::Json(_) => false,
+            Data::Bytes(bytes) => bytes.is_empty(),
+        }
+    }
+}
+
 /// A message handed to the application.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {

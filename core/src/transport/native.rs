@@ -152,19 +152,22 @@ impl Driver {
     async fn flush(&mut self) {
         loop {
             let mut progressed = false;
+            let mut written = false;
             while let Some(text) = self.engine.poll_transmit() {
                 progressed = true;
                 let Some(socket) = self.socket.as_mut() else {
                     break;
                 };
-                if let Err(err) = socket.send(WsMessage::text(text)).await {
-                    self.socket = None;
-                    let disconnect = Disconnect {
-                        close_code: None,
-                        reason: err.to_string(),
-                    };
-                    self.engine.handle_disconnected(disconnect, self.now());
+                written = true;
+                if let Err(err) = socket.feed(WsMessage::text(text)).await {
+                    self.transport_failed(&err);
                 }
+            }
+            if written
+                && let Some(socket) = self.socket.as_mut()
+                && let Err(err) = socket.flush().await
+            {
+                self.transport_failed(&err);
             }
             while let Some(action) = self.engine.poll_connection() {
                 progressed = true;
@@ -193,6 +196,16 @@ impl Driver {
                 return;
             }
         }
+    }
+
+    /// Writing failed: the socket is gone.
+    fn transport_failed(&mut self, err: &tungstenite::Error) {
+        self.socket = None;
+        let disconnect = Disconnect {
+            close_code: None,
+            reason: err.to_string(),
+        };
+        self.engine.handle_disconnected(disconnect, self.now());
     }
 
     fn incoming(&mut self, frame: Option<Result<WsMessage, tungstenite::Error>>) {

@@ -203,3 +203,16 @@ fn deliveries_from_before_a_reconnect_are_not_acked_on_the_new_connection() {
     h.engine.complete_delivery(token.unwrap(), Ok(()), h.now);
     assert!(h.sent().is_empty());
 }
+
+#[test]
+fn direct_messages_without_a_direct_handler_get_an_error_ack() {
+    let mut h = Harness::connected(config());
+    h.feed(
+        json!({"type": "direct", "data": {"json": 1}, "from": "api-1", "ts": 4,
+        "aid": 10}),
+    );
+    assert!(h.events().is_empty());
+    let sent = h.sent();
+    assert_eq!(sent[0]["ok"], false);
+    assert_eq!(sent[0]["code"], ErrorCode::HandlerFailed.number());
+}

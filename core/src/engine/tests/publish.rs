@@ -336,3 +336,23 @@ fn unconfirmed_qos1_is_resent_with_the_same_mid_after_reconnect() {
     h.feed(json!({"type": "published", "id": first["id"], "mid": first["mid"]}));
     assert!(h.events().is_empty());
 }
+
+#[test]
+fn an_empty_retained_publish_is_sent_plain_so_it_clears() {
+    let mut cfg = config();
+    cfg.keyring = Some(keyring());
+    let mut h = Harness::connected(cfg);
+    let retain = PublishOptions {
+        retain: true,
+        ..PublishOptions::default()
+    };
+    h.engine
+        .publish("a", Data::Bytes(vec![]), retain, h.now)
+        .unwrap();
+    h.engine
+        .publish("a", Data::Bytes(vec![1]), retain, h.now)
+        .unwrap();
+    let sent = h.sent();
+    assert_eq!(sent[0]["data"], json!({"bytes": ""}));
+    assert!(sent[1]["data"]["sealed"].is_string());
+}
