@@ -26,7 +26,9 @@
 //! # }
 //! ```
 
-use std::collections::BTreeMap;
+mod handles;
+mod options;
+
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -34,13 +36,14 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::Error;
-use crate::crypto::Keyring;
-use crate::engine::{
-    AckFinish, AckReply, AckSnapshot, ConnectionState, Data, DeliveryToken, EngineConfig, Message,
-    OpId, PublishOptions, ReconnectPolicy,
+pub use handles::{
+    AckHandle, AckResult, ClientEvent, EventStream, PublishResult, Subscription, SubscriptionStream,
 };
-use crate::protocol::Auth;
+pub use options::ClientOptions;
+
+use crate::Error;
+use crate::engine::{ConnectionState, Data, DeliveryToken, Message, OpId, PublishOptions};
+use options::millis;
 
 /// A message handler: called once per message; `Ok` acknowledges it, `Err` (or a panic) sends
 /// an error response with the message to a publisher waiting with publish_with_ack.
@@ -53,163 +56,6 @@ where
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
     Arc::new(move |message| Box::pin(f(message)))
-}
-
-/// Options for [`Client::connect`], built step by step.
-#[derive(Debug, Clone)]
-pub struct ClientOptions {
-    pub(crate) url: String,
-    pub(crate) engine: EngineConfig,
-    pub(crate) default_ack_timeout: Duration,
-}
-
-impl ClientOptions {
-    /// Options for the server at `url` (for example `ws://127.0.0.1:7070/ws`) and `session`.
-    /// Set credentials with [`ClientOptions::password`] or [`ClientOptions::token`].
-    pub fn new(url: impl Into<String>, session: impl Into<String>) -> ClientOptions {
-        ClientOptions {
-            url: url.into(),
-            engine: EngineConfig::new(session, Auth::Password(String::new())),
-            default_ack_timeout: Duration::from_secs(30),
-        }
-    }
-
-    /// Authenticate with the session password.
-    pub fn password(mut self, password: impl Into<String>) -> Self {
-        self.engine.auth = Auth::Password(password.into());
-        self
-    }
-
-    /// Authenticate with a client token signed for the session.
-    pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.engine.auth = Auth::Token(token.into());
-        self
-    }
-
-    /// Ask for this client id (the server assigns one otherwise).
-    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
-        self.engine.client_id = Some(client_id.into());
-        self
-    }
-
-    /// Seal publishes with the keyring's primary key and open sealed messages with it.
-    pub fn keyring(mut self, keyring: Keyring) -> Self {
-        self.engine.keyring = Some(keyring);
-        self
-    }
-
-    /// How to reconnect after the connection drops.
-    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
-        self.engine.reconnect = policy;
-        self
-    }
-
-    /// Ping after `interval` without sending; reconnect when nothing arrives within `timeout`
-    /// after a ping. The default is the server's `keepalive_ms` for both.
-    pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
-        self.engine.keepalive_ms = Some(millis(interval));
-        self.engine.keepalive_timeout_ms = Some(millis(timeout));
-        self
-    }
-
-    /// Publishes kept while disconnected (default 1000); one more fails with
-    /// `offline_buffer_full`.
-    pub fn offline_buffer(mut self, messages: usize) -> Self {
-        self.engine.offline_buffer = messages;
-        self
-    }
-
-    /// How long a request may wait for the server's answer (default 10 s).
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.engine.request_timeout_ms = millis(timeout);
-        self
-    }
-
-    /// Timeout of [`Client::publish_with_ack`] when none is given (default 30 s).
-    pub fn default_ack_timeout(mut self, timeout: Duration) -> Self {
-        self.default_ack_timeout = timeout;
-        self
-    }
-
-    /// Ask the server to keep subscriptions and QoS 1 messages while the client is away
-    /// (needs a client id).
-    pub fn persistent(mut self, persistent: bool) -> Self {
-        self.engine.persistent = persistent;
-        self
-    }
-
-    fn check(&self) -> Result<(), Error> {
-        crate::protocol::validate_session_name(&self.engine.session)?;
-        if let Some(id) = &self.engine.client_id {
-            crate::protocol::validate_client_id(id)?;
-        }
-        if self.engine.persistent && self.engine.client_id.is_none() {
-            return Err(Error::InvalidOption(
-                "a persistent client needs a client id".into(),
-            ));
-        }
-        Ok(())
-    }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Something the application may want to know that is not the result of one call.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ClientEvent {
-    /// The connection state changed.
-    State(ConnectionState),
-    /// After a reconnect the server could not replay every message missed on `filter`.
-    NotRecovered {
-        /// The filter.
-        filter: String,
-    },
-    /// A QoS 1 copy of a message published with `notify_dead` ran out of retries.
-    DeadLetter {
-        /// Message id.
-        mid: String,
-        /// Topic.
-        topic: String,
-        /// The subscriber that never acknowledged.
-        client: String,
-    },
-    /// An error not tied to one call (for example a message that could not be opened).
-    Error(Error),
-}
-
-/// A receiver of [`ClientEvent`]s, from [`Client::events`].
-#[derive(Debug)]
-pub struct EventStream {
-    rx: broadcast::Receiver<ClientEvent>,
-}
-
-impl EventStream {
-    /// The next event; `None` once the client is gone. Events that arrive faster than they are
-    /// read are dropped beyond a buffer of 256.
-    pub async fn next(&mut self) -> Option<ClientEvent> {
-        loop {
-            match self.rx.recv().await {
-                Ok(event) => return Some(event),
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    }
-}
-
-/// The result of a successful publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublishResult {
-    /// The message id (absent for QoS 0).
-    pub mid: Option<String>,
-    /// Stream offset (QoS 1 topic publishes).
-    pub offset: Option<u64>,
-    /// The server had already stored this message id; it was not delivered again.
-    pub duplicate: bool,
-    /// A direct message was queued for a persistent client that is away.
-    pub queued: bool,
 }
 
 /// Where handler calls for one registration go.
@@ -591,127 +437,6 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic payload".to_owned());
     format!("handler panicked: {text}")
-}
-
-/// A handler registration; [`Subscription::unsubscribe`] removes it. Dropping it keeps the
-/// subscription (it lives as long as the client).
-#[derive(Debug, Clone)]
-pub struct Subscription {
-    handler: OpId,
-    filter: String,
-    commands: mpsc::UnboundedSender<Command>,
-}
-
-impl Subscription {
-    /// The filter (`@direct` for a direct-message handler).
-    pub fn filter(&self) -> &str {
-        &self.filter
-    }
-
-    /// Removes this handler; when it was the filter's last one, the server subscription ends
-    /// too (resolves when the server confirms).
-    pub async fn unsubscribe(&self) -> Result<(), Error> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Unsubscribe {
-                handler: self.handler,
-                reply,
-            })
-            .map_err(|_| Error::Closed)?;
-        answer.await.map_err(|_| Error::Closed)?
-    }
-}
-
-/// A subscription whose messages are read with [`SubscriptionStream::next`].
-#[derive(Debug)]
-pub struct SubscriptionStream {
-    subscription: Subscription,
-    rx: mpsc::UnboundedReceiver<Message>,
-}
-
-impl SubscriptionStream {
-    /// The next message; `None` after unsubscribing or closing.
-    pub async fn next(&mut self) -> Option<Message> {
-        self.rx.recv().await
-    }
-
-    /// The subscription, to unsubscribe.
-    pub fn subscription(&self) -> &Subscription {
-        &self.subscription
-    }
-}
-
-/// What a finished publish_with_ack collected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AckResult {
-    /// The subscribers the server waited for (empty when it never said).
-    pub expected: Vec<String>,
-    /// Responses that arrived, by client id.
-    pub responses: BTreeMap<String, AckReply>,
-    /// Why it finished.
-    pub outcome: AckFinish,
-}
-
-/// A publish_with_ack in progress: wait for responses, look at them, or cancel.
-#[derive(Debug, Clone)]
-pub struct AckHandle {
-    pub(crate) op: OpId,
-    pub(crate) state: watch::Receiver<AckSnapshot>,
-    pub(crate) commands: mpsc::UnboundedSender<Command>,
-}
-
-impl AckHandle {
-    /// Waits until every expected response arrived, the timeout passed or the handle was
-    /// cancelled, and returns what arrived.
-    pub async fn wait(&self) -> AckResult {
-        let mut state = self.state.clone();
-        let snapshot = match state.wait_for(AckSnapshot::is_complete).await {
-            Ok(snapshot) => snapshot.clone(),
-            Err(_) => self.state.borrow().clone(),
-        };
-        AckResult {
-            expected: snapshot.expected.clone().unwrap_or_default(),
-            responses: snapshot.response_map(),
-            outcome: snapshot
-                .finished
-                .unwrap_or(AckFinish::Failed(Error::Closed)),
-        }
-    }
-
-    /// Waits for the first response; `None` when the collection finished without any.
-    pub async fn wait_any(&self) -> Option<(String, AckReply)> {
-        let mut state = self.state.clone();
-        let snapshot = match state
-            .wait_for(|s| !s.responses.is_empty() || s.is_complete())
-            .await
-        {
-            Ok(snapshot) => snapshot.clone(),
-            Err(_) => self.state.borrow().clone(),
-        };
-        snapshot.responses.into_iter().next()
-    }
-
-    /// Every expected client id mapped to whether its response has arrived.
-    pub fn status(&self) -> BTreeMap<String, bool> {
-        self.state.borrow().status()
-    }
-
-    /// Whether the collection has finished.
-    pub fn is_complete(&self) -> bool {
-        self.state.borrow().is_complete()
-    }
-
-    /// The collection's state now.
-    pub fn snapshot(&self) -> AckSnapshot {
-        self.state.borrow().clone()
-    }
-
-    /// Stops collecting: waiters wake now with what arrived, later responses are ignored.
-    /// Idempotent.
-    pub fn cancel(&self) {
-        // Nothing to cancel when the driver is gone: the handle finished when it stopped.
-        let _ = self.commands.send(Command::CancelAck { op: self.op });
-    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use super::*;
+use crate::engine::{AckFinish, ReconnectPolicy};
 use crate::protocol::{ErrorCode, Qos};
 use futures_util::{SinkExt as _, StreamExt as _};
 
