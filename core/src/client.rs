@@ -290,7 +290,33 @@ impl Client {
     }
 
     /// Publishes and collects every subscriber's response for up to `timeout` (the default ack
-    /// timeout when `None`). Resolves once the server has said whom it waits for.
+    /// timeout when `None`). Resolves once the server has said whom it waits for; with no
+    /// subscribers the handle is complete at once and empty.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use sealbus::client::Client;
+    /// # use sealbus::engine::{Data, PublishOptions};
+    /// # async fn demo(client: Client) -> Result<(), sealbus::Error> {
+    /// let ack = client
+    ///     .publish_with_ack(
+    ///         "jobs/resize",
+    ///         Data::Json(serde_json::json!({"image": 7})),
+    ///         PublishOptions::default(),
+    ///         Some(Duration::from_secs(5)),
+    ///     )
+    ///     .await?;
+    /// if let Some((worker, reply)) = ack.wait_any().await {
+    ///     println!("{worker} answered first: ok = {}", reply.ok);
+    /// }
+    /// let all = ack.wait().await; // everything that arrived, complete or not
+    /// for (worker, reply) in &all.responses {
+    ///     println!("{worker}: {:?}", reply.error);
+    /// }
+    /// println!("finished: {:?}; still waiting for {:?}", all.outcome, ack.status());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn publish_with_ack(
         &self,
         topic: &str,

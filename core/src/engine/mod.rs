@@ -275,6 +275,15 @@ impl Engine {
         self.subs.get(filter).map(|sub| sub.recovered)
     }
 
+    /// The handler registrations of `filter` (confirmed and waiting), for example to release
+    /// their closures before [`Engine::unsubscribe_filter`].
+    pub fn handlers(&self, filter: &str) -> Vec<OpId> {
+        self.subs
+            .get(filter)
+            .map(|sub| sub.handlers.iter().chain(&sub.waiting).copied().collect())
+            .unwrap_or_default()
+    }
+
     /// The state of a publish_with_ack that is still collecting (finished ones were handed out
     /// with their last [`Event::AckUpdated`]).
     pub fn ack_snapshot(&self, op: OpId) -> Option<AckSnapshot> {

@@ -267,6 +267,9 @@ impl Driver {
                 self.waiters.insert(op, Waiter::Unsubscribe(reply));
             }
             Command::UnsubscribeFilter { filter, reply } => {
+                for handler in self.engine.handlers(&filter) {
+                    self.sinks.remove(&handler);
+                }
                 let op = self.engine.unsubscribe_filter(&filter, now);
                 self.waiters.insert(op, Waiter::Unsubscribe(reply));
             }

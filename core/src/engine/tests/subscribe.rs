@@ -139,9 +139,11 @@ fn unsubscribing_the_last_handler_ends_the_server_subscription() {
 #[test]
 fn unsubscribe_filter_removes_every_handler() {
     let mut h = Harness::connected(config());
-    h.subscribed("a", 1);
-    h.subscribed("a", 1);
+    let first = h.subscribed("a", 1);
+    let second = h.subscribed("a", 1);
+    assert_eq!(h.engine.handlers("a"), [first, second]);
     let op = h.engine.unsubscribe_filter("a", h.now);
+    assert!(h.engine.handlers("a").is_empty());
     let sent = h.sent();
     assert_eq!(sent.len(), 1);
     h.feed(json!({"type": "unsubscribed", "id": sent[0]["id"], "filter": "a"}));
