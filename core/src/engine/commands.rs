@@ -337,18 +337,39 @@ impl Engine {
             with_ack: ack_timeout_ms.is_some(),
             request: None,
         };
-        if connected && !answered {
+        let queue_empty = self.outgoing.values().all(|o| o.request.is_some());
+        if connected && !answered && queue_empty {
             self.send(outgoing.frame, now);
             self.complete(op, Ok(published(None)));
             return Ok(op);
         }
         self.outgoing.insert(op, outgoing);
-        if connected {
-            self.send_outgoing(op, now);
-        } else if !answered {
+        if !answered {
+            // QoS 0 completes once handed over (queued behind earlier publishes, or offline).
             self.complete(op, Ok(published(None)));
         }
+        if connected {
+            self.pump(now);
+        }
         Ok(op)
+    }
+
+    /// Sends queued publishes in order while the server's `max_inflight` window has room.
+    /// A QoS 0 publish queued behind answered ones waits its turn, so order is kept.
+    pub(super) fn pump(&mut self, now: Millis) {
+        let window = self.limits.max_inflight.max(1) as usize;
+        let unsent: Vec<(OpId, bool)> = self
+            .outgoing
+            .iter()
+            .filter(|(_, o)| o.request.is_none())
+            .map(|(op, o)| (*op, o.answered))
+            .collect();
+        for (op, answered) in unsent {
+            if answered && self.requests.len() >= window {
+                return;
+            }
+            self.send_outgoing(op, now);
+        }
     }
 
     /// Sends (or resends) outgoing publish `op` with a fresh request id when it is answered.

@@ -9,7 +9,7 @@ use crate::protocol::{
 
 use super::acks::{error_ack, ok_ack};
 use super::payload::from_payload;
-use super::types::{AckFinish, AckReply, ConnectionState, Event, Message, Millis, OpId, Outcome};
+use super::types::{AckFinish, AckReply, ConnectionState, Event, Message, Millis, Outcome};
 use super::{Conn, Engine, Request};
 
 /// The parts of a `message` or `direct` frame the delivery path needs.
@@ -74,6 +74,10 @@ impl Engine {
             }),
             ServerFrame::Error(error) => self.on_error(error),
         }
+        if self.conn == Conn::Connected {
+            // An answer may have freed room in the in-flight window.
+            self.pump(now);
+        }
     }
 
     fn on_welcome(&mut self, welcome: Welcome, now: Millis) {
@@ -92,10 +96,7 @@ impl Engine {
         for filter in filters {
             self.send_subscribe(&filter, now);
         }
-        let outgoing: Vec<OpId> = self.outgoing.keys().copied().collect();
-        for op in outgoing {
-            self.send_outgoing(op, now);
-        }
+        self.pump(now);
     }
 
     fn take_request(&mut self, id: u64) -> Option<Request> {

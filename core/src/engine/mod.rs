@@ -358,6 +358,9 @@ impl Engine {
             _ => {}
         }
         self.expire_requests(now);
+        if self.conn == Conn::Connected {
+            self.pump(now);
+        }
         for op in self.collections.expired(now) {
             self.outgoing.remove(&op);
             self.finish_ack(op, AckFinish::Timeout);

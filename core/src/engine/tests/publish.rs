@@ -356,3 +356,34 @@ fn an_empty_retained_publish_is_sent_plain_so_it_clears() {
     assert_eq!(sent[0]["data"], json!({"bytes": ""}));
     assert!(sent[1]["data"]["sealed"].is_string());
 }
+
+#[test]
+fn requests_beyond_max_inflight_wait_for_room_and_keep_their_order() {
+    let mut h = Harness::new(config());
+    h.actions();
+    h.engine.handle_connected(h.now);
+    let mut welcome = welcome("e1");
+    welcome["limits"]["max_inflight"] = json!(2);
+    h.feed(welcome);
+    h.sent();
+    for n in 0..3 {
+        h.engine
+            .publish("a", json_data(json!(n)), qos1(), h.now)
+            .unwrap();
+    }
+    let q0 = h
+        .engine
+        .publish("a", json_data(json!(3)), PublishOptions::default(), h.now)
+        .unwrap();
+    assert!(completion(&h.events(), q0).unwrap().is_ok());
+    let sent = h.sent();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    h.feed(json!({"type": "published", "id": sent[0]["id"], "mid": sent[0]["mid"]}));
+    let rest = h.sent();
+    let data: Vec<Value> = rest.iter().map(|f| f["data"]["json"].clone()).collect();
+    assert_eq!(
+        data,
+        [json!(2), json!(3)],
+        "QoS 0 waits behind queued QoS 1"
+    );
+}
