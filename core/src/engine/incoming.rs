@@ -1,0 +1,410 @@
+//! Frames from the server.
+
+use crate::Error;
+use crate::protocol::{
+    AckCancel, AckDone, AckExpect, AckResponse, ClientFrame, Codec, Direct, ErrorCode, ErrorFrame,
+    Message as WireMessage, Payload, Published, Qos, Recovery, ServerFrame, Subscribed,
+    Unsubscribed, Welcome,
+};
+
+use super::acks::{error_ack, ok_ack};
+use super::payload::from_payload;
+use super::types::{AckFinish, AckReply, ConnectionState, Event, Message, Millis, Outcome};
+use super::{Conn, Engine, Request};
+
+/// The parts of a `message` or `direct` frame the delivery path needs.
+struct Incoming {
+    topic: String,
+    direct: bool,
+    data: Payload,
+    from: String,
+    ts: u64,
+    offset: Option<u64>,
+    mid: Option<String>,
+    qos: Qos,
+    did: Option<u64>,
+    aid: Option<u64>,
+    retained: bool,
+    replay: bool,
+    dup: bool,
+}
+
+impl Engine {
+    /// A text frame arrived from the server.
+    pub fn handle_frame(&mut self, text: &str, now: Millis) {
+        if matches!(
+            self.conn,
+            Conn::Closed | Conn::Backoff { .. } | Conn::Connecting { .. }
+        ) {
+            return;
+        }
+        self.ping_deadline = None;
+        let codec = Codec::new(self.limits.max_frame_bytes as usize);
+        let frame = match codec.decode_server(text.as_bytes()) {
+            Ok(frame) => frame,
+            Err(err) => {
+                tracing::warn!(%err, "undecodable frame from the server");
+                self.events.push_back(Event::Error(err.into()));
+                return;
+            }
+        };
+        if let Conn::Handshaking { .. } = self.conn {
+            match frame {
+                ServerFrame::Welcome(welcome) => self.on_welcome(welcome, now),
+                ServerFrame::Error(error) => self.on_error(error),
+                other => tracing::debug!(frame = other.type_name(), "ignored before welcome"),
+            }
+            return;
+        }
+        match frame {
+            ServerFrame::Welcome(_) => tracing::debug!("second welcome ignored"),
+            ServerFrame::Subscribed(frame) => self.on_subscribed(frame),
+            ServerFrame::Unsubscribed(frame) => self.on_unsubscribed(frame),
+            ServerFrame::Published(frame) => self.on_published(frame),
+            ServerFrame::Message(frame) => self.on_message(frame, now),
+            ServerFrame::Direct(frame) => self.on_direct(frame, now),
+            ServerFrame::AckExpect(frame) => self.on_ack_expect(frame, now),
+            ServerFrame::AckResponse(frame) => self.on_ack_response(frame),
+            ServerFrame::AckDone(frame) => self.on_ack_done(frame),
+            ServerFrame::AckState(_) | ServerFrame::DeliveryState(_) | ServerFrame::Pong(_) => {}
+            ServerFrame::DeadLetter(frame) => self.events.push_back(Event::DeadLetter {
+                mid: frame.mid,
+                topic: frame.topic,
+                client: frame.client,
+            }),
+            ServerFrame::Error(error) => self.on_error(error),
+        }
+        if self.conn == Conn::Connected {
+            // An answer may have freed room in the in-flight window.
+            self.pump(now);
+        }
+    }
+
+    fn on_welcome(&mut self, welcome: Welcome, now: Millis) {
+        self.conn = Conn::Connected;
+        self.ever_connected = true;
+        self.limits = welcome.limits;
+        self.client_id = Some(welcome.client_id);
+        self.epoch = Some(welcome.epoch);
+        self.set_state(ConnectionState::Connected);
+        for filter in std::mem::take(&mut self.pending_unsubs) {
+            let id = self.start_request(Request::Unsubscribe { op: None }, now);
+            let frame = crate::protocol::Unsubscribe { id, filter };
+            self.send(ClientFrame::Unsubscribe(frame), now);
+        }
+        let filters: Vec<String> = self.subs.filters().map(|(f, _)| f.clone()).collect();
+        for filter in filters {
+            self.send_subscribe(&filter, now);
+        }
+        self.pump(now);
+    }
+
+    fn take_request(&mut self, id: u64) -> Option<Request> {
+        self.requests.remove(&id).map(|(request, _)| request)
+    }
+
+    fn on_subscribed(&mut self, frame: Subscribed) {
+        let Some(Request::Subscribe { filter }) = self.take_request(frame.id) else {
+            return;
+        };
+        let Some(sub) = self.subs.get_mut(&filter) else {
+            return;
+        };
+        sub.request = None;
+        let resubscribe = sub.last.is_some();
+        let not_recovered = resubscribe && frame.recovery == Some(Recovery::NotRecovered);
+        let same_epoch = sub
+            .last
+            .as_ref()
+            .is_some_and(|last| last.epoch == frame.position.epoch);
+        if not_recovered || !same_epoch {
+            // Recovered: keep the last offset seen (the replay advances it). Otherwise the gap
+            // is lost for good: continue from the server's position.
+            sub.last = Some(frame.position.clone());
+        }
+        let waiting = std::mem::take(&mut sub.waiting);
+        sub.handlers.extend(waiting.iter().copied());
+        sub.recovered = !not_recovered;
+        for op in waiting {
+            self.complete(
+                op,
+                Ok(Outcome::Subscribed {
+                    filter: filter.clone(),
+                }),
+            );
+        }
+        if not_recovered {
+            let handlers = self.subs.handlers_of(&filter);
+            self.events
+                .push_back(Event::NotRecovered { filter, handlers });
+        }
+    }
+
+    fn on_unsubscribed(&mut self, frame: Unsubscribed) {
+        if let Some(Request::Unsubscribe { op: Some(op) }) = self.take_request(frame.id) {
+            self.complete(op, Ok(Outcome::Unsubscribed));
+        }
+    }
+
+    fn on_published(&mut self, frame: Published) {
+        let Some(Request::Publish { op }) = self.requests.get(&frame.id).map(|(r, _)| r.clone())
+        else {
+            return;
+        };
+        let with_ack = self.outgoing.get(&op).is_some_and(|o| o.with_ack);
+        if with_ack {
+            // The answer that matters is `ack_expect`; keep waiting for it.
+            return;
+        }
+        self.requests.remove(&frame.id);
+        self.outgoing.remove(&op);
+        let outcome = Outcome::Published {
+            mid: Some(frame.mid),
+            offset: frame.offset,
+            duplicate: frame.duplicate,
+            queued: frame.queued,
+        };
+        self.complete(op, Ok(outcome));
+    }
+
+    fn on_ack_expect(&mut self, frame: AckExpect, now: Millis) {
+        let Some(Request::Publish { op }) = self.take_request(frame.id) else {
+            return;
+        };
+        self.outgoing.remove(&op);
+        let cancelled = self.collections.get(op).is_some_and(|c| c.cancel_on_expect);
+        let nobody = self.collections.expect(op, frame.aid, frame.expected);
+        if cancelled {
+            let cancel = AckCancel {
+                id: None,
+                aid: frame.aid,
+            };
+            self.send(ClientFrame::AckCancel(cancel), now);
+            self.collections.finish(op, AckFinish::Cancelled);
+        } else if nobody {
+            self.finish_ack(op, AckFinish::Complete);
+        } else {
+            self.ack_updated(op);
+        }
+    }
+
+    fn on_ack_response(&mut self, frame: AckResponse) {
+        let Some(op) = self.collections.op_of(frame.aid) else {
+            return;
+        };
+        let reply = AckReply {
+            ok: frame.ok,
+            code: frame.code,
+            error: frame.error,
+        };
+        if self.collections.respond(op, frame.from, reply) {
+            self.finish_ack(op, AckFinish::Complete);
+        } else {
+            self.ack_updated(op);
+        }
+    }
+
+    fn on_ack_done(&mut self, frame: AckDone) {
+        if let Some(op) = self.collections.op_of(frame.aid) {
+            self.finish_ack(op, frame.outcome.into());
+        }
+    }
+
+    fn on_error(&mut self, frame: ErrorFrame) {
+        let error = Error::Server {
+            code: frame.code,
+            message: frame.message,
+        };
+        let request = frame.id.and_then(|id| self.take_request(id));
+        match request {
+            Some(Request::Subscribe { filter }) => {
+                if let Some(sub) = self.subs.get_mut(&filter) {
+                    sub.request = None;
+                    let waiting = std::mem::take(&mut sub.waiting);
+                    let confirmed = !sub.handlers.is_empty();
+                    if !confirmed {
+                        self.subs.remove_filter(&filter);
+                    }
+                    for op in waiting {
+                        self.complete(op, Err(error.clone()));
+                    }
+                    if confirmed {
+                        // A resubscribe after a reconnect failed: the handlers stay registered
+                        // but receive nothing until the next reconnect; tell the application.
+                        self.events.push_back(Event::Error(error));
+                    }
+                }
+            }
+            Some(Request::Unsubscribe { op }) => {
+                if let Some(op) = op {
+                    self.complete(op, Err(error));
+                }
+            }
+            Some(Request::Publish { op }) => {
+                let with_ack = self.outgoing.remove(&op).is_some_and(|o| o.with_ack);
+                if with_ack {
+                    self.finish_ack(op, AckFinish::Failed(error));
+                } else {
+                    self.complete(op, Err(error));
+                }
+            }
+            None => {
+                let handshaking = matches!(self.conn, Conn::Handshaking { .. });
+                if handshaking || error.is_fatal() {
+                    // The server closes the connection next; close the client with this error
+                    // instead of retrying.
+                    self.fatal = Some(error.clone());
+                }
+                self.events.push_back(Event::Error(error));
+            }
+        }
+    }
+
+    fn on_message(&mut self, frame: WireMessage, now: Millis) {
+        let incoming = Incoming {
+            topic: frame.topic,
+            direct: false,
+            data: frame.data,
+            from: frame.from,
+            ts: frame.ts,
+            offset: frame.offset,
+            mid: frame.mid,
+            qos: frame.qos,
+            did: frame.did,
+            aid: frame.aid,
+            retained: frame.retained,
+            replay: frame.replay,
+            dup: frame.dup,
+        };
+        self.deliver(incoming, now);
+    }
+
+    fn on_direct(&mut self, frame: Direct, now: Millis) {
+        let incoming = Incoming {
+            topic: format!("@{}", self.client_id().unwrap_or_default()),
+            direct: true,
+            data: frame.data,
+            from: frame.from,
+            ts: frame.ts,
+            offset: None,
+            mid: frame.mid,
+            qos: frame.qos,
+            did: frame.did,
+            aid: frame.aid,
+            retained: false,
+            replay: false,
+            dup: frame.dup,
+        };
+        self.deliver(incoming, now);
+    }
+
+    /// Opens the message and hands it to every matching handler, or answers it at once.
+    fn deliver(&mut self, incoming: Incoming, now: Millis) {
+        let needs_ack = incoming.did.is_some() || incoming.aid.is_some();
+        let handlers = if incoming.direct {
+            self.directs.clone()
+        } else {
+            self.subs.dispatch(&incoming.topic, incoming.offset)
+        };
+        if handlers.is_empty() {
+            if needs_ack {
+                let ack = if incoming.direct {
+                    // Nobody here handles direct messages: the sender must not read success.
+                    let text = "no handler for direct messages is registered";
+                    error_ack(incoming.did, incoming.aid, ErrorCode::HandlerFailed, text)
+                } else {
+                    // Unsubscribed while the copy was on its way: settle it.
+                    ok_ack(incoming.did, incoming.aid)
+                };
+                self.send(ClientFrame::Ack(ack), now);
+            }
+            return;
+        }
+        let keyring = self.config.keyring.clone();
+        let (data, encrypted) = match from_payload(incoming.data, &incoming.topic, keyring.as_ref())
+        {
+            Ok(opened) => opened,
+            Err(error) => {
+                tracing::warn!(topic = %incoming.topic, from = %incoming.from, %error,
+                    "message could not be opened; handlers not called");
+                if needs_ack {
+                    let code = error.code();
+                    let code = if code == ErrorCode::BadBase64 {
+                        ErrorCode::MalformedEnvelope
+                    } else {
+                        code
+                    };
+                    let ack = error_ack(incoming.did, incoming.aid, code, &error.to_string());
+                    self.send(ClientFrame::Ack(ack), now);
+                }
+                self.events.push_back(Event::Error(error));
+                return;
+            }
+        };
+        let token = needs_ack.then(|| {
+            self.deliveries
+                .start(incoming.did, incoming.aid, handlers.len())
+        });
+        let message = Message {
+            topic: incoming.topic,
+            data,
+            from: incoming.from,
+            ts: incoming.ts,
+            offset: incoming.offset,
+            mid: incoming.mid,
+            qos: incoming.qos,
+            encrypted,
+            direct: incoming.direct,
+            retained: incoming.retained,
+            replay: incoming.replay,
+            dup: incoming.dup,
+        };
+        self.events.push_back(Event::Deliver {
+            handlers,
+            token,
+            message,
+        });
+    }
+
+    /// Fails requests whose answer is overdue with [`Error::Timeout`].
+    pub(super) fn expire_requests(&mut self, now: Millis) {
+        let overdue: Vec<u64> = self
+            .requests
+            .iter()
+            .filter(|(_, (_, deadline))| *deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in overdue {
+            let Some(request) = self.take_request(id) else {
+                continue;
+            };
+            match request {
+                Request::Subscribe { filter } => {
+                    if let Some(sub) = self.subs.get_mut(&filter) {
+                        sub.request = None;
+                        let waiting = std::mem::take(&mut sub.waiting);
+                        if sub.handlers.is_empty() {
+                            self.subs.remove_filter(&filter);
+                        }
+                        for op in waiting {
+                            self.complete(op, Err(Error::Timeout));
+                        }
+                    }
+                }
+                Request::Unsubscribe { op } => {
+                    if let Some(op) = op {
+                        self.complete(op, Err(Error::Timeout));
+                    }
+                }
+                Request::Publish { op } => {
+                    let with_ack = self.outgoing.remove(&op).is_some_and(|o| o.with_ack);
+                    if with_ack {
+                        self.finish_ack(op, AckFinish::Failed(Error::Timeout));
+                    } else {
+                        self.complete(op, Err(Error::Timeout));
+                    }
+                }
+            }
+        }
+    }
+}
