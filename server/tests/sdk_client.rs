@@ -1,0 +1,437 @@
+//! The Rust SDK (`sealbus::client::Client`) against a real server on 127.0.0.1 over real sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{WAIT, session, start};
+use sealbus::client::{Client, ClientEvent, ClientOptions, handler};
+use sealbus::crypto::{Key, Keyring};
+use sealbus::engine::{AckFinish, ConnectionState, Data, Message, PublishOptions, ReconnectPolicy};
+use sealbus::protocol::{ErrorCode, Payload, Qos};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+fn options(addr: std::net::SocketAddr, session: &str, id: &str) -> ClientOptions {
+    ClientOptions::new(format!("ws://{addr}/ws"), session)
+        .password(format!("pw-{session}"))
+        .client_id(id)
+}
+
+async fn connect(addr: std::net::SocketAddr, session: &str, id: &str) -> Client {
+    timeout(WAIT, Client::connect(options(addr, session, id)))
+        .await
+        .expect("connect timed out")
+        .expect("connect failed")
+}
+
+/// Subscribes with a handler that forwards every message into a channel.
+async fn collect(client: &Client, filter: &str) -> mpsc::UnboundedReceiver<Message> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    client
+        .subscribe(
+            filter,
+            handler(move |message: Message| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(message);
+                    Ok(())
+                }
+            }),
+        )
+        .await
+        .unwrap();
+    rx
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<Message>) -> Message {
+    timeout(WAIT, rx.recv())
+        .await
+        .expect("no message")
+        .expect("closed")
+}
+
+fn qos1() -> PublishOptions {
+    PublishOptions {
+        qos: Qos::AtLeastOnce,
+        ..PublishOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn json_and_bytes_round_trip_exactly_through_wildcards() {
+    let server = start(vec![session("s1", "pw-s1")]).await;
+    let sub = connect(server.addr, "s1", "sub").await;
+    let publisher = connect(server.addr, "s1", "pub").await;
+    let mut plus = collect(&sub, "sensors/+/temp").await;
+    let mut hash = collect(&sub, "sensors/#").await;
+
+    let value = json!({"z": 1, "a": [1.5, "x", null, {"k": true}], "m": 12345678901234u64});
+    publisher
+        .publish("sensors/kitchen/temp", Data::Json(value.clone()), qos1())
+        .await
+        .unwrap();
+    for rx in [&mut plus, &mut hash] {
+        let got = next(rx).await;
+        assert_eq!(got.topic, "sensors/kitchen/temp");
+        assert_eq!(got.from, "pub");
+        assert_eq!(got.data, Data::Json(value.clone()));
+        // Key order survives the server and the SDK.
+        let Data::Json(got_value) = got.data else {
+            unreachable!()
+        };
+        assert_eq!(got_value.to_string(), value.to_string());
+    }
+    let bytes: Vec<u8> = (0..=255).collect();
+    publisher
+        .publish(
+            "sensors/hall/humidity",
+            Data::Bytes(bytes.clone()),
+            PublishOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(next(&mut hash).await.data, Data::Bytes(bytes));
+    // The `+` filter does not match the humidity topic: nothing more arrives there.
+    assert!(
+        timeout(Duration::from_millis(300), plus.recv())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn sessions_are_isolated_with_the_same_topics_and_client_ids() {
+    let server = start(vec![session("s1", "pw-s1"), session("s2", "pw-s2")]).await;
+    let a_sub = connect(server.addr, "s1", "same-id").await;
+    let b_sub = connect(server.addr, "s2", "same-id").await;
+    let mut a_rx = collect(&a_sub, "#").await;
+    let mut b_rx = collect(&b_sub, "#").await;
+    let a_pub = connect(server.addr, "s1", "publisher").await;
+    a_pub
+        .publish("shared/topic", Data::Json(json!("only s1")), qos1())
+        .await
+        .unwrap();
+    assert_eq!(next(&mut a_rx).await.data, Data::Json(json!("only s1")));
+    assert!(
+        timeout(Duration::from_millis(300), b_rx.recv())
+            .await
+            .is_err()
+    );
+    // The same client id is connected in both sessions at once: no takeover across sessions.
+    assert_eq!(a_sub.state(), ConnectionState::Connected);
+    assert_eq!(b_sub.state(), ConnectionState::Connected);
+}
+
+#[tokio::test]
+async fn end_to_end_encryption_interoperates_and_the_server_sees_only_ciphertext() {
+    let server = start(vec![session("s1", "pw-s1")]).await;
+    let key = Key::generate().unwrap();
+    let secret = "the launch code is 0000";
+    let sealed_client = |id: &'static str, key: Key| {
+        let opts = options(server.addr, "s1", id).keyring(Keyring::with_key(key));
+        async move { Client::connect(opts).await.unwrap() }
+    };
+    let alice = sealed_client("alice", key.clone()).await;
+    let bob = sealed_client("bob", key).await;
+    let mallory = sealed_client("mallory", Key::generate().unwrap()).await;
+    let mut bob_rx = collect(&bob, "secret/#").await;
+    let mallory_calls = Arc::new(AtomicUsize::new(0));
+    let calls = mallory_calls.clone();
+    let mut mallory_events = mallory.events();
+    mallory
+        .subscribe(
+            "secret/#",
+            handler(move |_| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Ok(()) }
+            }),
+        )
+        .await
+        .unwrap();
+    // The server's own in-process participant sees what the server routes.
+    let spy = server.server.participant("s1", Some("spy")).unwrap();
+    let mut spy_sub = spy.subscribe("secret/#").await.unwrap();
+
+    let ack = alice
+        .publish_with_ack(
+            "secret/plans",
+            Data::Json(json!(secret)),
+            PublishOptions::default(),
+            Some(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
+
+    let got = next(&mut bob_rx).await;
+    assert_eq!(got.data, Data::Json(json!(secret)));
+    assert!(got.encrypted);
+
+    let seen = timeout(WAIT, spy_sub.recv()).await.unwrap().unwrap();
+    let Payload::Sealed(envelope) = &seen.message.data else {
+        panic!(
+            "the server routed a non-sealed payload: {:?}",
+            seen.message.data
+        );
+    };
+    let needle = secret.as_bytes();
+    assert!(!envelope.windows(needle.len()).any(|w| w == needle));
+    seen.respond(Ok(()));
+
+    // Mallory's wrong key: an error event, an error response, and her handler never runs.
+    let event = timeout(WAIT, async {
+        loop {
+            if let Some(ClientEvent::Error(err)) = mallory_events.next().await {
+                return err;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(event.code(), ErrorCode::UnknownKeyId);
+    let result = ack.wait().await;
+    assert_eq!(result.outcome, AckFinish::Complete);
+    assert!(result.responses["bob"].ok);
+    assert!(result.responses["spy"].ok);
+    let mallory_reply = &result.responses["mallory"];
+    assert!(!mallory_reply.ok);
+    assert_eq!(mallory_reply.code, Some(ErrorCode::UnknownKeyId));
+    assert_eq!(mallory_calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn publish_with_ack_wait_any_status_cancel_timeout_and_no_subscribers() {
+    let server = start(vec![session("s1", "pw-s1")]).await;
+    let publisher = connect(server.addr, "s1", "pub").await;
+
+    let empty = publisher
+        .publish_with_ack(
+            "nobody/here",
+            Data::Json(json!(1)),
+            PublishOptions::default(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(empty.is_complete());
+    let result = empty.wait().await;
+    assert!(result.responses.is_empty());
+    assert_eq!(result.outcome, AckFinish::Complete);
+
+    let fast = connect(server.addr, "s1", "fast").await;
+    fast.subscribe("jobs", handler(|_| async { Ok(()) }))
+        .await
+        .unwrap();
+    let failing = connect(server.addr, "s1", "failing").await;
+    failing
+        .subscribe("jobs", handler(|_| async { Err("disk full".to_owned()) }))
+        .await
+        .unwrap();
+    let panicking = connect(server.addr, "s1", "panicking").await;
+    panicking
+        .subscribe(
+            "jobs",
+            handler(|_| async {
+                panic!("handler exploded");
+            }),
+        )
+        .await
+        .unwrap();
+    let slow = connect(server.addr, "s1", "slow").await;
+    slow.subscribe(
+        "jobs",
+        handler(|_| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(())
+        }),
+    )
+    .await
+    .unwrap();
+
+    let ack = publisher
+        .publish_with_ack(
+            "jobs",
+            Data::Json(json!({"n": 1})),
+            PublishOptions::default(),
+            Some(Duration::from_millis(1500)),
+        )
+        .await
+        .unwrap();
+    let expected: Vec<String> = ack.status().keys().cloned().collect();
+    assert_eq!(expected, ["failing", "fast", "panicking", "slow"]);
+    let (first, _) = timeout(WAIT, ack.wait_any())
+        .await
+        .unwrap()
+        .expect("a first response");
+    assert!(["fast", "failing", "panicking"].contains(&first.as_str()));
+    let result = timeout(WAIT, ack.wait()).await.unwrap();
+    assert_eq!(result.outcome, AckFinish::Timeout);
+    assert!(result.responses["fast"].ok);
+    assert_eq!(
+        result.responses["failing"].error.as_deref(),
+        Some("disk full")
+    );
+    assert_eq!(
+        result.responses["failing"].code,
+        Some(ErrorCode::HandlerFailed)
+    );
+    let panic_reply = &result.responses["panicking"];
+    assert!(!panic_reply.ok);
+    assert!(
+        panic_reply
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("handler exploded")
+    );
+    assert!(!result.responses.contains_key("slow"));
+    assert_eq!(ack.status().get("slow"), Some(&false));
+
+    let cancelled = publisher
+        .publish_with_ack(
+            "jobs",
+            Data::Json(json!(2)),
+            PublishOptions::default(),
+            Some(WAIT),
+        )
+        .await
+        .unwrap();
+    cancelled.cancel();
+    cancelled.cancel();
+    let result = timeout(Duration::from_secs(2), cancelled.wait())
+        .await
+        .unwrap();
+    assert_eq!(result.outcome, AckFinish::Cancelled);
+    assert!(cancelled.is_complete());
+}
+
+#[tokio::test]
+async fn publish_to_id_reaches_one_client_and_unknown_ids_fail() {
+    let server = start(vec![session("s1", "pw-s1")]).await;
+    let worker = connect(server.addr, "s1", "worker-7").await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    worker
+        .on_direct(handler(move |message: Message| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(message);
+                Ok(())
+            }
+        }))
+        .await
+        .unwrap();
+    let api = connect(server.addr, "s1", "api").await;
+    let ack = api
+        .publish_to_id_with_ack(
+            "worker-7",
+            Data::Json(json!("resize")),
+            PublishOptions::default(),
+            None,
+        )
+        .await
+        .unwrap();
+    let got = next(&mut rx).await;
+    assert!(got.direct);
+    assert_eq!(got.from, "api");
+    assert_eq!(got.data, Data::Json(json!("resize")));
+    let result = timeout(WAIT, ack.wait()).await.unwrap();
+    assert_eq!(result.outcome, AckFinish::Complete);
+    assert!(result.responses["worker-7"].ok);
+
+    let err = api
+        .publish_to_id("nobody", Data::Json(json!(1)), qos1())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NoSuchClient);
+}
+
+#[tokio::test]
+async fn wrong_password_is_a_typed_error_without_a_retry_loop() {
+    let server = start(vec![session("s1", "pw-s1")]).await;
+    let started = std::time::Instant::now();
+    let err = Client::connect(
+        ClientOptions::new(format!("ws://{}/ws", server.addr), "s1").password("wrong"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::AuthFailed);
+    assert!(started.elapsed() < WAIT, "auth failure must not retry");
+}
+
+#[tokio::test]
+async fn after_a_server_restart_the_client_reconnects_resubscribes_and_flushes_its_buffer() {
+    let first = start(vec![session("s1", "pw-s1")]).await;
+    let addr = first.addr;
+    let policy = ReconnectPolicy {
+        initial_delay_ms: 50,
+        max_delay_ms: 200,
+        max_attempts: None,
+        ..ReconnectPolicy::default()
+    };
+    let sub = Client::connect(options(addr, "s1", "sub").reconnect(policy.clone()))
+        .await
+        .unwrap();
+    let publisher = Client::connect(options(addr, "s1", "pub").reconnect(policy))
+        .await
+        .unwrap();
+    let mut rx = collect(&sub, "live/#").await;
+    let mut events = sub.events();
+    publisher
+        .publish("live/a", Data::Json(json!("before")), qos1())
+        .await
+        .unwrap();
+    assert_eq!(next(&mut rx).await.data, Data::Json(json!("before")));
+
+    first.server.shutdown();
+    timeout(WAIT, async {
+        while publisher.state() == ConnectionState::Connected {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("publisher never noticed the shutdown");
+    // Published while the server is down: buffered by the client, flushed on reconnect.
+    let during = publisher.publish("live/b", Data::Json(json!("during")), qos1());
+
+    let listener = loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => break listener,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let second = sealbus_server::Server::builder()
+        .config(sealbus_server::config::Config {
+            sessions: vec![session("s1", "pw-s1")],
+            admin_token: Some(common::ADMIN.into()),
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    let serving = second.clone();
+    tokio::spawn(async move { serving.serve(listener).await.unwrap() });
+
+    timeout(WAIT, during).await.unwrap().unwrap();
+    assert_eq!(next(&mut rx).await.data, Data::Json(json!("during")));
+    // The new server's stream has a new epoch: the subscription is flagged, not silently gappy.
+    let flagged = timeout(WAIT, async {
+        loop {
+            match events.next().await {
+                Some(ClientEvent::NotRecovered { filter }) => return filter,
+                Some(_) => continue,
+                None => panic!("events ended"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(flagged, "live/#");
+    publisher
+        .publish("live/c", Data::Json(json!("after")), qos1())
+        .await
+        .unwrap();
+    assert_eq!(next(&mut rx).await.data, Data::Json(json!("after")));
+}
