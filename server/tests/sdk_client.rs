@@ -372,7 +372,7 @@ async fn after_a_server_restart_the_client_reconnects_resubscribes_and_flushes_i
         max_attempts: None,
         ..ReconnectPolicy::default()
     };
-    let sub = Client::connect(options(addr, "s1", "sub").reconnect(policy.clone()))
+    let sub = Client::connect(options(addr, "s1", "sub").reconnect(policy))
         .await
         .unwrap();
     let publisher = Client::connect(options(addr, "s1", "pub").reconnect(policy))
