@@ -1,7 +1,11 @@
-//! The `sealbus` command-line tool: `sealbus serve` runs the server; `sealbus token` mints a
-//! client token from a configuration file.
+//! The `sealbus` command-line tool: `sealbus serve` runs the server; `pub`, `sub` and `keygen`
+//! are a client for scripts and people; `session` drives the admin API; `token` mints a client
+//! token from a configuration file.
 
+mod conn;
+mod pubsub;
 mod serve;
+mod session_cmd;
 mod token;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +22,14 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(serve::ServeArgs),
+    /// Publish one message (optionally waiting for every subscriber's response).
+    Pub(pubsub::PubArgs),
+    /// Subscribe and print messages as they arrive.
+    Sub(pubsub::SubArgs),
+    /// Generate an end-to-end encryption key (base64).
+    Keygen(pubsub::KeygenArgs),
+    /// Manage sessions through the admin API.
+    Session(session_cmd::SessionArgs),
     /// Mint a client token (HS256 JWT) for a session defined in a configuration file.
     Token(token::TokenArgs),
 }
@@ -33,6 +45,10 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Pub(args) => pubsub::run_pub(args),
+        Command::Sub(args) => pubsub::run_sub(args),
+        Command::Keygen(args) => pubsub::run_keygen(args),
+        Command::Session(args) => session_cmd::run(args),
         Command::Token(args) => token::run(args),
     }
 }

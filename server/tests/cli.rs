@@ -1,0 +1,271 @@
+//! The `sealbus` binary end to end: a `serve --demo` child process on 127.0.0.1, driven by the
+//! client subcommands (`keygen`, `sub`, `pub`, `session`) run as further child processes.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sealbus");
+
+/// A `sealbus serve --demo` child, killed on drop.
+struct Served {
+    child: Child,
+    url: String,
+    http: String,
+    admin_token: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve() -> Served {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .env_remove("SEALBUS_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut url, mut token) = (None, None);
+    while url.is_none() || token.is_none() {
+        let line = lines.next().expect("serve exited early").unwrap();
+        if let Some(at) = line.find("ws://") {
+            url = line[at..].split_whitespace().next().map(str::to_owned);
+        }
+        if line.contains("Admin token") {
+            token = line.rsplit(' ').next().map(str::to_owned);
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let url = url.unwrap();
+    let http = url
+        .replace("ws://", "http://")
+        .trim_end_matches("/ws")
+        .to_owned();
+    Served {
+        child,
+        url,
+        http,
+        admin_token: token.unwrap(),
+    }
+}
+
+fn sealbus(served: &Served, args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env("SEALBUS_URL", &served.url)
+        .env("SEALBUS_SESSION", "demo")
+        .env("SEALBUS_PASSWORD", "demo")
+        .env("SEALBUS_ADMIN_URL", &served.http)
+        .env("SEALBUS_ADMIN_TOKEN", &served.admin_token)
+        .env("RUST_LOG", "warn");
+    command
+}
+
+fn run(served: &Served, args: &[&str]) -> Output {
+    let output = sealbus(served, args).output().unwrap();
+    output
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Starts `sealbus sub ...` and waits until it has subscribed (it says so on stderr).
+fn start_sub(served: &Served, args: &[&str]) -> Child {
+    let mut child = sealbus(served, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !line.contains("subscribed to") {
+        line.clear();
+        assert!(Instant::now() < deadline, "sub never subscribed");
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "sub exited: {line}"
+        );
+    }
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+    });
+    child
+}
+
+fn finish(mut child: Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "process did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    out
+}
+
+#[test]
+fn keygen_pub_sub_with_encryption_and_acks_end_to_end() {
+    let served = serve();
+    let key = stdout(&run(&served, &["keygen"])).trim().to_owned();
+    assert_eq!(key.len(), 44, "key text: {key}");
+
+    let sub = start_sub(
+        &served,
+        &[
+            "sub",
+            "cli/#",
+            "--key",
+            &key,
+            "--json",
+            "--count",
+            "1",
+            "--client-id",
+            "reader",
+        ],
+    );
+    let published = run(
+        &served,
+        &[
+            "pub",
+            "cli/greeting",
+            r#"{"hello":"world"}"#,
+            "--key",
+            &key,
+            "--qos",
+            "1",
+        ],
+    );
+    assert!(published.status.success(), "{published:?}");
+    assert!(stdout(&published).contains("stored at offset"));
+    let line: Value = serde_json::from_str(finish(sub).trim()).unwrap();
+    assert_eq!(line["topic"], "cli/greeting");
+    assert_eq!(line["encrypted"], true);
+    assert_eq!(
+        line["data"],
+        serde_json::json!({"json": {"hello": "world"}})
+    );
+
+    // publish_with_ack: one subscriber succeeds, one answers with an error.
+    let good = start_sub(
+        &served,
+        &["sub", "jobs", "--client-id", "good", "--count", "1"],
+    );
+    let bad = start_sub(
+        &served,
+        &[
+            "sub",
+            "jobs",
+            "--client-id",
+            "bad",
+            "--count",
+            "1",
+            "--fail-with",
+            "no space left",
+        ],
+    );
+    let acked = run(
+        &served,
+        &["pub", "jobs", "resize", "--ack", "--timeout", "5"],
+    );
+    let text = stdout(&acked);
+    assert!(text.contains("good: ok"), "{text}");
+    assert!(
+        text.contains("bad: error [handler_failed] no space left"),
+        "{text}"
+    );
+    assert!(
+        text.contains("complete: 2 of 2 subscribers answered"),
+        "{text}"
+    );
+    assert!(
+        !acked.status.success(),
+        "an error response must fail the command"
+    );
+    finish(good);
+    finish(bad);
+}
+
+#[test]
+fn errors_name_their_protocol_code() {
+    let served = serve();
+    let wrong = sealbus(&served, &["pub", "a", "1"])
+        .env("SEALBUS_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("auth_failed"), "{err}");
+
+    let wildcard = run(&served, &["pub", "a/+", "1"]);
+    assert!(!wildcard.status.success());
+    assert!(String::from_utf8_lossy(&wildcard.stderr).contains("invalid_topic"));
+
+    let bad_key = run(&served, &["pub", "a", "1", "--key", "not-a-key"]);
+    assert!(!bad_key.status.success());
+    assert!(String::from_utf8_lossy(&bad_key.stderr).contains("bad_base64"));
+}
+
+#[test]
+fn session_commands_drive_the_admin_api() {
+    let served = serve();
+    let created = run(
+        &served,
+        &[
+            "session",
+            "create",
+            "tenant-a",
+            "--password",
+            "pw",
+            "--set",
+            "retry_interval_ms=2000",
+        ],
+    );
+    assert!(created.status.success(), "{created:?}");
+    let list = stdout(&run(&served, &["session", "list"]));
+    assert!(list.contains("tenant-a") && list.contains("demo"), "{list}");
+    let shown: Value = serde_json::from_str(&stdout(&run(
+        &served,
+        &["session", "show", "tenant-a", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(shown["name"], "tenant-a");
+    let again = run(
+        &served,
+        &["session", "create", "tenant-a", "--password", "pw"],
+    );
+    assert!(!again.status.success());
+    assert!(
+        run(&served, &["session", "delete", "tenant-a"])
+            .status
+            .success()
+    );
+    let gone = run(&served, &["session", "show", "tenant-a"]);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("404"));
+
+    let unauthorised = sealbus(&served, &["session", "list"])
+        .env("SEALBUS_ADMIN_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert!(!unauthorised.status.success());
+    assert!(String::from_utf8_lossy(&unauthorised.stderr).contains("401"));
+}
