@@ -73,8 +73,7 @@ fn sealbus(served: &Served, args: &[&str]) -> Command {
 }
 
 fn run(served: &Served, args: &[&str]) -> Output {
-    let output = sealbus(served, args).output().unwrap();
-    output
+    sealbus(served, args).output().unwrap()
 }
 
 fn stdout(output: &Output) -> String {
