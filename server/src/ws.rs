@@ -36,6 +36,10 @@ pub const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 /// How long the writer may take to send the final `error` + close frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// How long a connection closed for an oversized frame stays open so the client can read the
+/// close frame.
+const OVERSIZE_LINGER: Duration = Duration::from_millis(500);
+
 /// How long the reader waits for its writer to finish after the connection ended.
 const WRITER_GRACE: Duration = Duration::from_secs(10);
 
@@ -124,10 +128,27 @@ async fn connection(server: Server, socket: WebSocket, peer: IpAddr) {
     let writer = tokio::spawn(writer(sink, rx, kill.clone(), session.metrics().clone()));
     let keepalive = Duration::from_millis(settings.keepalive_ms.saturating_mul(2));
     let codec = Codec::new(settings.max_frame_bytes as usize);
-    read_loop(&session, connected.key, &outbox, stream, codec, keepalive).await;
+    read_loop(
+        &session,
+        connected.key,
+        &outbox,
+        &mut stream,
+        codec,
+        keepalive,
+    )
+    .await;
     session.disconnect(connected.key);
     drop(outbox);
     let _ = tokio::time::timeout(WRITER_GRACE, writer).await;
+    if kill
+        .reason()
+        .is_some_and(|k| k.code == ErrorCode::FrameTooLarge)
+    {
+        // The rest of the oversized frame is still unread; closing now would reset the TCP
+        // connection and could destroy the close frame before the client reads it.
+        tokio::time::sleep(OVERSIZE_LINGER).await;
+    }
+    drop(stream);
     tracing::info!(
         session = %session.name(),
         client = %connected.client_id,
@@ -222,7 +243,7 @@ async fn read_loop(
     session: &Arc<Session>,
     key: u64,
     outbox: &Outbox,
-    mut stream: Stream,
+    stream: &mut Stream,
     codec: Codec,
     keepalive: Duration,
 ) {
