@@ -237,7 +237,7 @@ async fn bad_frames_get_error_frames_and_the_connection_stays() {
             id.map_or(json!(null), |id| json!(id)),
             "{text}"
         );
-        assert_eq!(error["name"].as_str().unwrap().is_empty(), false);
+        assert!(!error["name"].as_str().unwrap().is_empty());
     }
     client.send_binary(vec![1, 2, 3]).await;
     assert_eq!(client.expect("error").await["code"], 1009);
