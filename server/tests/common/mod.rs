@@ -171,6 +171,25 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Reads until the connection ends; returns the frames seen and the close code, if a close
+    /// frame arrived (a connection dropped without one gives `None`).
+    pub async fn read_to_end(&mut self) -> (Vec<Value>, Option<u16>) {
+        let mut frames = Vec::new();
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for the end");
+            match next {
+                Some(Ok(Message::Text(text))) => frames.push(serde_json::from_str(&text).unwrap()),
+                Some(Ok(Message::Close(Some(frame)))) => return (frames, Some(frame.code.into())),
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return (frames, None),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}
+
 /// An HTTP/1.1 request; returns the status and the body parsed as JSON (or as a string).
 pub async fn http(
     addr: SocketAddr,
