@@ -210,9 +210,12 @@ impl Participant {
 
     async fn request(&self, make: impl FnOnce(u64) -> ClientFrame) -> Result<Reply> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = make(id);
+        // The same checks the codec applies to a remote client's frames.
+        frame.validate()?;
         let (tx, rx) = oneshot::channel();
         self.routes().requests.insert(id, tx);
-        self.session.handle(self.key, make(id));
+        self.session.handle(self.key, frame);
         let reply = rx.await.map_err(|_| Error::Disconnected)?;
         match reply.frame {
             ServerFrame::Error(err) => Err(Error::Protocol(ProtocolError::new(

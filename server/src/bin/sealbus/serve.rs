@@ -59,29 +59,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr()?;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "sealbus listening on {addr}")?;
-        writeln!(out, "  WebSocket: ws://{addr}/ws (subprotocol sealbus.v1)")?;
-        writeln!(out, "  Admin API: http://{addr}/api (OpenAPI at /api/openapi.json)")?;
-        if server.admin_token_generated() {
-            writeln!(out, "  Admin token (generated, shown once): {}", server.admin_token())?;
-        }
-        if args.demo {
-            writeln!(out, "Demo session: name `demo`, password `demo`. Try:")?;
-            writeln!(
-                out,
-                "  websocat -H 'Sec-WebSocket-Protocol: sealbus.v1' ws://{addr}/ws\n  \
-                 {{\"type\":\"hello\",\"v\":1,\"session\":\"demo\",\"auth\":{{\"password\":\"demo\"}}}}\n  \
-                 {{\"type\":\"subscribe\",\"id\":1,\"filter\":\"#\"}}"
-            )?;
-            writeln!(
-                out,
-                "  curl -H 'Authorization: Bearer {}' -d '{{\"topic\":\"hello\",\"data\":{{\"json\":\"hi\"}}}}' http://{addr}/api/sessions/demo/publish",
-                server.admin_token()
-            )?;
-        }
-        out.flush()?;
-        drop(out);
+        print_banner(&server, addr, args.demo);
         tracing::info!(%addr, "listening");
         let stopper = server.clone();
         tokio::spawn(async move {
@@ -93,4 +71,33 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         server.serve(listener).await?;
         Ok(())
     })
+}
+
+/// Prints where to connect on stdout (the first line names the bound address, for scripts).
+/// A closed stdout must not stop the server, so write errors are ignored.
+fn print_banner(server: &Server, addr: std::net::SocketAddr, demo: bool) {
+    let mut text = format!(
+        "sealbus listening on {addr}\n  WebSocket: ws://{addr}/ws (subprotocol sealbus.v1)\n  \
+         Admin API: http://{addr}/api (OpenAPI at /api/openapi.json)\n"
+    );
+    if server.admin_token_generated() {
+        text.push_str(&format!(
+            "  Admin token (generated, shown once): {}\n",
+            server.admin_token()
+        ));
+    }
+    if demo {
+        text.push_str(&format!(
+            "Demo session: name `demo`, password `demo`. Try:\n  \
+             websocat --protocol sealbus.v1 ws://{addr}/ws\n  \
+             {{\"type\":\"hello\",\"v\":1,\"session\":\"demo\",\"auth\":{{\"password\":\"demo\"}}}}\n  \
+             {{\"type\":\"subscribe\",\"id\":1,\"filter\":\"#\"}}\n  \
+             curl -H 'Authorization: Bearer {}' -d '{{\"topic\":\"hello\",\"data\":{{\"json\":\"hi\"}}}}' \
+             http://{addr}/api/sessions/demo/publish\n",
+            server.admin_token()
+        ));
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
 }
