@@ -60,6 +60,14 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Spends the same Argon2 work as a real check, for logins to sessions that do not exist, so
+/// that response times do not reveal which session names exist.
+pub fn verify_against_dummy(password: &str) {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let hash = DUMMY.get_or_init(|| hash_password("sealbus-dummy").unwrap_or_default());
+    let _ = verify_password(password, hash);
+}
+
 /// The claims of a client token (`docs/PROTOCOL.md` §4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {

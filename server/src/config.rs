@@ -52,7 +52,7 @@ pub struct ServerOptions {
     /// Largest WebSocket message accepted on any connection, enforced by the WebSocket layer
     /// before a frame is buffered (sessions may announce a smaller `max_frame_bytes`).
     pub max_frame_bytes: u32,
-    /// Seconds a new connection has to send `hello`.
+    /// Milliseconds a new connection has to send `hello`.
     pub hello_timeout_ms: u64,
     /// Failed authentications allowed per peer address within `auth_window_secs`.
     pub auth_failures: u32,

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::auth::{self, RateLimiter};
 use crate::broker::{Backplane, Broker, LocalBackplane, Session};
-use crate::config::{Config, ServerOptions, SessionConfig};
+use crate::config::{Config, ServerOptions, SessionConfig, SessionSettings};
 use crate::error::{Error, Result};
 use crate::participant::Participant;
 use crate::store::{MemoryStore, SessionRecord, Store};
@@ -84,6 +84,7 @@ impl ServerBuilder {
             broker.create_session(record)?;
         }
         for session in &self.config.sessions {
+            check_frame_limit(&self.config.server, &session.settings)?;
             if broker.session(&session.name).is_err() {
                 broker.create_session(session_record(session)?)?;
             }
@@ -109,6 +110,18 @@ impl ServerBuilder {
             }),
         })
     }
+}
+
+/// A session may not announce a frame limit above the one the WebSocket layer enforces for
+/// every connection.
+fn check_frame_limit(options: &ServerOptions, settings: &SessionSettings) -> Result<()> {
+    if settings.max_frame_bytes > options.max_frame_bytes {
+        return Err(Error::Config(format!(
+            "`max_frame_bytes` {} exceeds the server's limit of {}",
+            settings.max_frame_bytes, options.max_frame_bytes
+        )));
+    }
+    Ok(())
 }
 
 /// Builds the stored form of a configured session: hashes a plain password, generates a token
@@ -189,7 +202,14 @@ impl Server {
 
     /// Creates a session at runtime.
     pub fn create_session(&self, config: &SessionConfig) -> Result<Arc<Session>> {
+        check_frame_limit(&self.inner.options, &config.settings)?;
         self.inner.broker.create_session(session_record(config)?)
+    }
+
+    /// Changes a session's credentials and settings at runtime.
+    pub fn update_session(&self, record: SessionRecord) -> Result<Arc<Session>> {
+        check_frame_limit(&self.inner.options, &record.settings)?;
+        self.inner.broker.update_session(record)
     }
 
     /// Joins `session` in-process as a participant with the given client id (`$server` when

@@ -218,6 +218,12 @@ async fn handshake(
     let failed = || Error::protocol(ErrorCode::AuthFailed, None, "authentication failed");
     let Ok(session) = server.inner.broker.session(&hello.session) else {
         server.inner.limiter.record_failure(peer);
+        if let sealbus::protocol::Auth::Password(password) = hello.auth {
+            let _ = tokio::task::spawn_blocking(move || {
+                crate::auth::verify_against_dummy(&password);
+            })
+            .await;
+        }
         return Err(failed());
     };
     let checked = {

@@ -153,7 +153,7 @@ pub(crate) async fn update(
     }
     record.settings =
         serde_json::from_value(settings).map_err(|err| ApiError::invalid(err.to_string()))?;
-    let session = server.broker().update_session(record)?;
+    let session = server.update_session(record)?;
     tracing::info!(session = %name, "session updated");
     Ok(Json(view(&session)))
 }
