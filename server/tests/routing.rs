@@ -285,3 +285,25 @@ async fn frame_over_the_server_limit_is_refused_by_the_websocket_layer() {
     assert_eq!(errors.last().unwrap()["code"], 1004);
     assert_eq!(close, 4004);
 }
+
+#[tokio::test]
+async fn a_repeated_message_id_is_answered_duplicate_and_not_delivered_again() {
+    let t = start(vec![session("s", "p")]).await;
+    let mut sub = Client::join(t.addr, "s", "p", "sub").await;
+    sub.subscribe(1, "t").await;
+    let mut publisher = Client::join(t.addr, "s", "p", "pub").await;
+    for _ in 0..2 {
+        publisher
+            .send(
+                json!({"type":"publish","id":1,"mid":"once","topic":"t","data":{"json":1},"qos":1}),
+            )
+            .await;
+    }
+    let first = publisher.expect("published").await;
+    assert!(first.get("duplicate").is_none());
+    let second = publisher.expect("published").await;
+    assert_eq!(second["duplicate"], true);
+    assert_eq!(second["offset"], first["offset"]);
+    sub.expect("message").await;
+    assert!(sub.sync().await.is_empty());
+}

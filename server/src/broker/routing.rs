@@ -28,6 +28,26 @@ struct AckSpec {
     qos: Qos,
 }
 
+/// Answers a publish whose message id was seen within the dedup window: not delivered again.
+fn answer_duplicate(
+    state: &State,
+    publisher: Option<ClientKey>,
+    id: Option<u64>,
+    mid: &str,
+    offset: Option<u64>,
+) {
+    if let (Some(publisher), Some(id)) = (publisher, id) {
+        let published = ServerFrame::Published(Published {
+            id,
+            mid: mid.to_owned(),
+            offset,
+            duplicate: true,
+            queued: false,
+        });
+        state.send(publisher, &published);
+    }
+}
+
 fn not_connected(id: Option<u64>) -> ProtocolError {
     ProtocolError::new(ErrorCode::Disconnected, id, "connection is closing")
 }
@@ -183,8 +203,17 @@ impl Session {
         f: Publish,
     ) -> Result<Option<u64>, ProtocolError> {
         self.check_size(&f.data, f.id)?;
+        if let Some(mid) = &f.mid
+            && let Some(offset) = state.dedup.seen(mid)
+        {
+            answer_duplicate(state, publisher, f.id, mid, offset);
+            return Ok(None);
+        }
         state.last_offset += 1;
         let offset = state.last_offset;
+        if let Some(mid) = &f.mid {
+            state.dedup.record(mid, Some(offset));
+        }
         let ts = now_ms();
         let mid = f.mid.unwrap_or_else(|| format!("{}-{offset}", self.epoch));
         if f.retain {
@@ -272,6 +301,8 @@ impl Session {
                 None
             }
         };
+        message.aid = None;
+        message.did = None;
         self.backplane.publish(self.name(), &message);
         Ok(aid)
     }
@@ -349,6 +380,13 @@ impl Session {
                 format!("client `{}` is not connected", f.to),
             ));
         };
+        if let Some(mid) = &f.mid {
+            if let Some(offset) = state.dedup.seen(mid) {
+                answer_duplicate(&state, Some(key), f.id, mid, offset);
+                return Ok(());
+            }
+            state.dedup.record(mid, None);
+        }
         let mid = f
             .mid
             .unwrap_or_else(|| format!("s-{}", crate::auth::random_token::<9>()));

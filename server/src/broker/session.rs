@@ -10,6 +10,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::Backplane;
 use super::acks::AckCollection;
+use super::dedup::Dedup;
 use super::outbox::{Kill, Outbound, Outbox};
 use crate::auth::{self, Permissions};
 use crate::config::SessionSettings;
@@ -72,6 +73,7 @@ pub(super) struct State {
     pub(super) last_offset: u64,
     pub(super) next_aid: u64,
     pub(super) acks: HashMap<u64, AckCollection>,
+    pub(super) dedup: Dedup,
 }
 
 impl State {
