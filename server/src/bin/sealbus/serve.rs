@@ -10,7 +10,10 @@ use sealbus_server::config::{Config, SessionConfig};
 /// Options of `sealbus serve`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Example:\n  sealbus serve --demo\n  sealbus serve --config sealbus.toml --listen 0.0.0.0:7070"
+    after_help = "Logs go to stderr: RUST_LOG sets the level (e.g. RUST_LOG=debug), \
+                  SEALBUS_LOG_FORMAT=json writes JSON lines.\n\nExamples:\n  \
+                  sealbus serve --demo\n  \
+                  sealbus serve --config sealbus.toml --listen 0.0.0.0:7070"
 )]
 pub(crate) struct ServeArgs {
     /// TOML configuration file (sessions, admin token, limits).
@@ -63,10 +66,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%addr, "listening");
         let stopper = server.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::info!("shutting down");
-                stopper.shutdown();
-            }
+            stop_signal().await;
+            tracing::info!("shutting down");
+            stopper.shutdown();
         });
         server.serve(listener).await?;
         Ok(())
@@ -92,12 +94,32 @@ fn print_banner(server: &Server, addr: std::net::SocketAddr, demo: bool) {
              websocat --protocol sealbus.v1 ws://{addr}/ws\n  \
              {{\"type\":\"hello\",\"v\":1,\"session\":\"demo\",\"auth\":{{\"password\":\"demo\"}}}}\n  \
              {{\"type\":\"subscribe\",\"id\":1,\"filter\":\"#\"}}\n  \
-             curl -H 'Authorization: Bearer {}' -d '{{\"topic\":\"hello\",\"data\":{{\"json\":\"hi\"}}}}' \
+             curl -H \"Authorization: Bearer {}\" -d '{{\"topic\":\"hello\",\"data\":{{\"json\":\"hi\"}}}}' \
              http://{addr}/api/sessions/demo/publish\n",
-            server.admin_token()
+            if server.admin_token_generated() {
+                server.admin_token()
+            } else {
+                "$SEALBUS_ADMIN_TOKEN"
+            }
         ));
     }
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
+}
+
+/// Resolves on Ctrl-C, or on SIGTERM (what service managers and containers send) on Unix.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
