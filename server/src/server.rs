@@ -106,6 +106,9 @@ impl ServerBuilder {
                 admin_token_generated: generated,
                 limiter,
                 hook: self.hook,
+                auth_permits: tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+                ),
                 shutdown: watch::Sender::new(false),
             }),
         })
@@ -150,6 +153,8 @@ pub(crate) struct Inner {
     pub(crate) admin_token_generated: bool,
     pub(crate) limiter: RateLimiter,
     pub(crate) hook: Option<UpgradeHook>,
+    /// Credential checks allowed to run at once.
+    pub(crate) auth_permits: tokio::sync::Semaphore,
     shutdown: watch::Sender<bool>,
 }
 

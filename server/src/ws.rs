@@ -216,6 +216,14 @@ async fn handshake(
         ));
     }
     let failed = || Error::protocol(ErrorCode::AuthFailed, None, "authentication failed");
+    // Argon2 costs ~19 MiB and tens of milliseconds per check: bound how many run at once so a
+    // login storm cannot exhaust memory or the blocking thread pool.
+    let _permit = server
+        .inner
+        .auth_permits
+        .acquire()
+        .await
+        .map_err(|_| failed())?;
     let Ok(session) = server.inner.broker.session(&hello.session) else {
         server.inner.limiter.record_failure(peer);
         if let sealbus::protocol::Auth::Password(password) = hello.auth {

@@ -241,3 +241,14 @@ async fn full_sessions_and_missing_hello_close_the_connection() {
     assert_eq!(errors[0]["code"], 1006);
     assert_eq!(close, 4006);
 }
+
+#[tokio::test]
+async fn a_configured_argon2_hash_is_accepted() {
+    let mut config = session("hashed", "unused");
+    config.password = None;
+    config.password_hash = Some(sealbus_server::auth::hash_password("from-hash").unwrap());
+    let t = start(vec![config]).await;
+    let _client = Client::join(t.addr, "hashed", "from-hash", "h").await;
+    let (_, error) = Client::hello_raw(t.addr, hello("hashed", json!({"password":"unused"}))).await;
+    assert_eq!(error["code"], 2001);
+}
