@@ -10,6 +10,8 @@ mod dedup;
 mod outbox;
 mod routing;
 mod session;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
