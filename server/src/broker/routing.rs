@@ -177,10 +177,9 @@ impl Session {
         data: Payload,
         retain: bool,
     ) -> Result<(u64, String), ProtocolError> {
-        let mid = format!("a-{}", crate::auth::random_token::<9>());
         let publish = Publish {
             id: None,
-            mid: Some(mid.clone()),
+            mid: None,
             topic,
             data,
             qos: Qos::AtMostOnce,
@@ -190,7 +189,8 @@ impl Session {
         };
         let mut state = self.lock();
         self.route(&mut state, &Arc::from(ADMIN_ID), None, publish)?;
-        Ok((state.last_offset, mid))
+        let offset = state.last_offset;
+        Ok((offset, self.server_mid(offset)))
     }
 
     /// Routes a validated publish: offset, retained, fan-out, answers. Returns the ack id of a
@@ -215,7 +215,8 @@ impl Session {
             state.dedup.record(mid, Some(offset));
         }
         let ts = now_ms();
-        let mid = f.mid.unwrap_or_else(|| format!("{}-{offset}", self.epoch));
+        let mid_given = f.mid.is_some();
+        let mid = f.mid.unwrap_or_else(|| self.server_mid(offset));
         if f.retain {
             let retained = (!f.data.is_empty()).then(|| Retained {
                 topic: f.topic.clone(),
@@ -237,7 +238,7 @@ impl Session {
             from: from.to_string(),
             ts,
             offset: Some(offset),
-            mid: (f.qos == Qos::AtLeastOnce).then(|| mid.clone()),
+            mid: (mid_given || f.qos == Qos::AtLeastOnce).then(|| mid.clone()),
             qos: f.qos,
             did: None,
             aid: None,
@@ -445,6 +446,11 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// The message id the server gives a publish that came without one: unique per epoch.
+    fn server_mid(&self, offset: u64) -> String {
+        format!("{}-{offset}", self.epoch)
     }
 
     fn check_size(&self, data: &Payload, id: Option<u64>) -> Result<(), ProtocolError> {
