@@ -21,8 +21,9 @@ pub enum Error {
     /// Reading a file or binding a socket failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
-    /// The in-process participant was disconnected (replaced, shutdown, slow consumer, ...).
-    #[error("participant disconnected")]
+    /// The connection or in-process participant ended (closed by the peer, replaced, shut
+    /// down, slow consumer, ...).
+    #[error("the connection ended")]
     Disconnected,
 }
 

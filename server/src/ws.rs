@@ -104,9 +104,13 @@ async fn connection(server: Server, socket: WebSocket, peer: IpAddr) {
     let (mut sink, mut stream) = socket.split();
     let (session, hello) = match handshake(&server, &mut stream, peer).await {
         Ok(joined) => joined,
+        Err(Error::Disconnected) => return,
         Err(err) => {
             tracing::debug!(%peer, code = %err.code(), "connection refused");
             close_with(&mut sink, err.to_frame()).await;
+            if err.code() == ErrorCode::FrameTooLarge {
+                tokio::time::sleep(OVERSIZE_LINGER).await;
+            }
             return;
         }
     };
@@ -174,6 +178,13 @@ async fn handshake(
                     None,
                     "no `hello` in time",
                 ));
+            }
+            Ok(Some(Err(err))) if is_capacity_error(&err) => {
+                return Err(Error::Protocol(ProtocolError::new(
+                    ErrorCode::FrameTooLarge,
+                    None,
+                    "frame exceeds the server's frame size limit",
+                )));
             }
             Ok(None) | Ok(Some(Err(_))) => return Err(Error::Disconnected),
             Ok(Some(Ok(message))) => message,
@@ -280,10 +291,7 @@ async fn read_loop(
             }
             Ok(None) => return,
             Ok(Some(Err(err))) => {
-                if matches!(
-                    err.into_inner().downcast_ref::<tungstenite::Error>(),
-                    Some(tungstenite::Error::Capacity(_))
-                ) {
+                if is_capacity_error(&err) {
                     kill.kill(frame_too_large());
                 }
                 return;
@@ -323,6 +331,14 @@ async fn read_loop(
             Message::Ping(_) | Message::Pong(_) => {}
         }
     }
+}
+
+/// Whether a read failed because the frame is over the WebSocket layer's size limit.
+fn is_capacity_error(err: &axum::Error) -> bool {
+    matches!(
+        std::error::Error::source(err).and_then(|e| e.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(_))
+    )
 }
 
 fn frame_too_large() -> Kill {

@@ -284,6 +284,17 @@ async fn frame_over_the_server_limit_is_refused_by_the_websocket_layer() {
     let (errors, close) = client.expect_close().await;
     assert_eq!(errors.last().unwrap()["code"], 1004);
     assert_eq!(close, 4004);
+    // The same before `hello`.
+    let mut early = Client::connect(t.addr).await;
+    early
+        .send_text(format!(
+            r#"{{"type":"hello","pad":"{}"}}"#,
+            "x".repeat(20_000)
+        ))
+        .await;
+    let (errors, close) = early.expect_close().await;
+    assert_eq!(errors.last().unwrap()["code"], 1004);
+    assert_eq!(close, 4004);
 }
 
 #[tokio::test]
