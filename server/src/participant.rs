@@ -30,6 +30,8 @@ struct Reply {
 
 #[derive(Default)]
 struct Routes {
+    /// The connection ended: requests fail at once instead of waiting forever.
+    closed: bool,
     requests: HashMap<u64, oneshot::Sender<Reply>>,
     subscriptions: Vec<(String, mpsc::Sender<Delivery>)>,
     acks: HashMap<u64, mpsc::UnboundedSender<ServerFrame>>,
@@ -214,7 +216,13 @@ impl Participant {
         // The same checks the codec applies to a remote client's frames.
         frame.validate()?;
         let (tx, rx) = oneshot::channel();
-        self.routes().requests.insert(id, tx);
+        {
+            let mut routes = self.routes();
+            if routes.closed {
+                return Err(Error::Disconnected);
+            }
+            routes.requests.insert(id, tx);
+        }
         self.session.handle(self.key, frame);
         let reply = rx.await.map_err(|_| Error::Disconnected)?;
         match reply.frame {
@@ -440,6 +448,12 @@ async fn dispatch(
         }
     }
     session.disconnect(key);
+    // Waiters see the end: pending requests fail, subscriptions and ack streams finish.
+    let mut routes = routes.lock().unwrap_or_else(|e| e.into_inner());
+    routes.closed = true;
+    routes.requests.clear();
+    routes.subscriptions.clear();
+    routes.acks.clear();
 }
 
 fn forward_ack(routes: &Mutex<Routes>, aid: u64, frame: ServerFrame, last: bool) {

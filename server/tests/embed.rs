@@ -140,6 +140,22 @@ async fn participant_api_in_a_mounted_router_talks_to_remote_clients() {
         (json!("$server"), json!(true))
     );
     assert_eq!(remote.expect("ack_done").await["outcome"], "complete");
+
+    // A participant whose id is taken over ends: its requests fail, its subscriptions finish.
+    let _successor = server.participant("s", None).unwrap();
+    let ended = tokio::time::timeout(common::WAIT, commands.recv())
+        .await
+        .unwrap();
+    assert!(ended.is_none());
+    let err = inproc
+        .publish(
+            "events/a",
+            Payload::Json(json!(1)),
+            PublishOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, sealbus_server::Error::Disconnected), "{err}");
 }
 
 /// Kills the child process when the test ends, pass or fail.
