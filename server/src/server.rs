@@ -218,7 +218,8 @@ impl Server {
     }
 
     /// Joins `session` in-process as a participant with the given client id (`$server` when
-    /// `None`), with the same semantics as a remote client.
+    /// `None`), with the same semantics as a remote client. Call it inside a Tokio runtime (it
+    /// spawns the task that reads the participant's queue).
     pub fn participant(&self, session: &str, client_id: Option<&str>) -> Result<Participant> {
         let session = self.inner.broker.session(session)?;
         Participant::join(session, client_id)

@@ -193,6 +193,32 @@ impl Session {
         Ok((offset, self.server_mid(offset)))
     }
 
+    /// Delivers a message that another node published (handed over by a [`Backplane`]) to this
+    /// node's matching subscribers, as QoS 0 copies; it is not handed back to the backplane.
+    ///
+    /// [`Backplane`]: super::Backplane
+    pub fn deliver_remote(&self, message: &Message) {
+        let state = self.lock();
+        let mut targets = Vec::new();
+        state
+            .index
+            .for_each_match(&message.topic, |k| targets.push(*k));
+        targets.sort_unstable();
+        targets.dedup();
+        let copy = Message {
+            did: None,
+            aid: None,
+            ..message.clone()
+        };
+        if let Some(text) = encode(&ServerFrame::Message(copy)) {
+            for key in &targets {
+                if let Some(client) = state.clients.get(key) {
+                    client.outbox.push_droppable(text.clone());
+                }
+            }
+        }
+    }
+
     /// Routes a validated publish: offset, retained, fan-out, answers. Returns the ack id of a
     /// publish_with_ack.
     fn route(

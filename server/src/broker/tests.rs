@@ -137,3 +137,25 @@ async fn leaving_answers_disconnected_and_takeover_kills_the_old_connection() {
     );
     assert_eq!(frame(&mut rx_p).unwrap()["outcome"], "complete");
 }
+
+#[tokio::test]
+async fn messages_from_the_backplane_reach_local_subscribers() {
+    let session = session();
+    let (sub, mut rx) = join(&session, "s");
+    handle(
+        &session,
+        sub,
+        json!({"type":"subscribe","id":1,"filter":"a/+"}),
+    );
+    frame(&mut rx);
+    let message: sealbus::protocol::Message = serde_json::from_value(json!({
+        "topic": "a/b", "data": {"json": 1}, "from": "elsewhere", "ts": 1, "offset": 9
+    }))
+    .unwrap();
+    session.deliver_remote(&message);
+    let got = frame(&mut rx).unwrap();
+    assert_eq!(
+        (got["from"].clone(), got["topic"].clone()),
+        (json!("elsewhere"), json!("a/b"))
+    );
+}
