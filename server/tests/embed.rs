@@ -168,19 +168,23 @@ impl Drop for KillOnDrop {
     }
 }
 
-#[tokio::test]
-async fn the_binary_serves_a_demo_session() {
-    let mut child = KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_sealbus"))
-            .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
-            .env_remove("SEALBUS_CONFIG")
-            .env_remove("SEALBUS_ADMIN_TOKEN")
-            .env_remove("SEALBUS_LISTEN")
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+/// Starts `sealbus` with `args` and `envs`; returns the child and the banner lines' receiver.
+fn spawn_sealbus(
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sealbus"));
+    command
+        .args(args)
+        .env_remove("SEALBUS_CONFIG")
+        .env_remove("SEALBUS_ADMIN_TOKEN")
+        .env_remove("SEALBUS_LISTEN")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped());
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    let mut child = KillOnDrop(command.spawn().unwrap());
     let stdout = child.0.stdout.take().unwrap();
     let (found, banner) = std::sync::mpsc::channel();
     // Read every line until the child exits, so its stdout never hits a closed pipe.
@@ -190,23 +194,35 @@ async fn the_binary_serves_a_demo_session() {
             let _ = found.send(line);
         }
     });
-    let mut addr = None;
-    let mut token = None;
-    while addr.is_none() || token.is_none() {
+    (child, banner)
+}
+
+fn bound_address(banner: &std::sync::mpsc::Receiver<String>) -> SocketAddr {
+    loop {
         let line = banner
             .recv_timeout(common::WAIT)
             .expect("the banner is printed");
         if let Some(rest) = line.strip_prefix("sealbus listening on ") {
-            addr = Some(rest.parse::<SocketAddr>().unwrap());
+            return rest.parse().unwrap();
         }
+    }
+}
+
+#[tokio::test]
+async fn the_binary_serves_a_demo_session() {
+    let (_child, banner) = spawn_sealbus(&["serve", "--demo", "--listen", "127.0.0.1:0"], &[]);
+    let addr = bound_address(&banner);
+    let token = loop {
+        let line = banner
+            .recv_timeout(common::WAIT)
+            .expect("the admin token is printed");
         if let Some(rest) = line
             .trim()
             .strip_prefix("Admin token (generated, shown once): ")
         {
-            token = Some(rest.to_owned());
+            break rest.to_owned();
         }
-    }
-    let (addr, token) = (addr.unwrap(), token.unwrap());
+    };
     let mut sub = Client::join(addr, "demo", "demo", "viewer").await;
     sub.subscribe(1, "#").await;
     let (status, _) = http(
@@ -219,4 +235,56 @@ async fn the_binary_serves_a_demo_session() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(sub.expect("message").await["data"]["json"], "hi");
+}
+
+#[tokio::test]
+async fn the_binary_reads_its_config_from_the_environment_and_mints_tokens() {
+    let path = std::env::temp_dir().join(format!("sealbus-test-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        "listen = \"127.0.0.1:1\"\n[[sessions]]\nname = \"cfg\"\npassword = \"pw\"\n\
+         token_secret = \"cfg-secret\"\nmax_retries = 9\n",
+    )
+    .unwrap();
+    let config = path.to_str().unwrap();
+    let (_child, banner) = spawn_sealbus(
+        &["serve"],
+        &[
+            ("SEALBUS_CONFIG", config),
+            ("SEALBUS_LISTEN", "127.0.0.1:0"),
+            ("SEALBUS_ADMIN_TOKEN", "env-token"),
+        ],
+    );
+    let addr = bound_address(&banner);
+    let (status, session) = http(addr, "GET", "/api/sessions/cfg", Some("env-token"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(session["settings"]["max_retries"], 9);
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sealbus"))
+        .args([
+            "token",
+            "--config",
+            config,
+            "--session",
+            "cfg",
+            "--client-id",
+            "cli-1",
+            "--pub",
+            "a/#",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let (mut client, welcome) = Client::hello_raw(
+        addr,
+        json!({"type":"hello","v":1,"session":"cfg","auth":{"token":token}}),
+    )
+    .await;
+    assert_eq!(welcome["client_id"], "cli-1");
+    client
+        .send(json!({"type":"publish","id":1,"topic":"b","data":{"json":1}}))
+        .await;
+    assert_eq!(client.expect("error").await["code"], 2003);
+    let _ = std::fs::remove_file(&path);
 }
