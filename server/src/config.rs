@@ -118,6 +118,8 @@ pub struct SessionSettings {
     pub keepalive_ms: u64,
     /// Capacity of each client's outbound queue, in frames.
     pub outbound_queue: u32,
+    /// Capacity of each client's outbound queue, in bytes.
+    pub outbound_queue_bytes: u64,
     /// QoS 0 copies dropped in a row for a full queue before the client is disconnected as a
     /// slow consumer.
     pub slow_consumer_drops: u32,
@@ -139,6 +141,7 @@ impl Default for SessionSettings {
             session_expiry_secs: 3_600,
             keepalive_ms: limits.keepalive_ms,
             outbound_queue: 1_024,
+            outbound_queue_bytes: 16 * 1024 * 1024,
             slow_consumer_drops: 256,
         }
     }
@@ -156,6 +159,7 @@ impl SessionSettings {
             ("max_inflight", u64::from(self.max_inflight)),
             ("keepalive_ms", self.keepalive_ms),
             ("outbound_queue", u64::from(self.outbound_queue)),
+            ("outbound_queue_bytes", self.outbound_queue_bytes),
         ];
         for (name, value) in positive {
             if value == 0 {

@@ -16,7 +16,7 @@ use sealbus::topic::matches;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Permissions;
-use crate::broker::{ClientKey, KillSwitch, Outbound, Outbox, Session};
+use crate::broker::{ClientKey, Inbox, KillSwitch, Outbox, QueueLimits, Session};
 use crate::error::{Error, Result};
 
 /// Client id of the default in-process participant (`from` of its messages).
@@ -174,11 +174,7 @@ impl Participant {
             None => SERVER_ID.to_owned(),
         };
         let settings = session.settings();
-        let (outbox, rx) = Outbox::new(
-            settings.outbound_queue as usize,
-            settings.slow_consumer_drops,
-            session.metrics().clone(),
-        );
+        let (outbox, rx) = Outbox::new(QueueLimits::from(&settings), session.metrics().clone());
         let kill = outbox.kill_switch().clone();
         let connected = session.connect(Some(client_id.clone()), Permissions::default(), outbox)?;
         let routes = Arc::new(Mutex::new(Routes::default()));
@@ -398,7 +394,7 @@ fn send(id: u64, to: &str, data: Payload, ack: Option<AckRequest>) -> Send {
 
 /// Reads the participant's outbound queue and routes each frame to its waiter.
 async fn dispatch(
-    mut rx: mpsc::Receiver<Outbound>,
+    mut rx: Inbox,
     routes: Arc<Mutex<Routes>>,
     directs: mpsc::Sender<Direct>,
     session: Arc<Session>,

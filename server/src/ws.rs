@@ -17,10 +17,11 @@ use sealbus::protocol::{
     ClientFrame, Codec, ErrorCode, ErrorFrame, Hello, PROTOCOL_VERSION, ProtocolError, SUBPROTOCOL,
     ServerFrame,
 };
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite;
 
-use crate::broker::{Flow, Kill, KillSwitch, Outbound, Outbox, Session, now_ms};
+use crate::broker::{
+    Flow, Inbox, Kill, KillSwitch, Outbound, Outbox, QueueLimits, Session, now_ms,
+};
 use crate::error::Error;
 use crate::metrics::SessionMetrics;
 use crate::server::Server;
@@ -115,11 +116,7 @@ async fn connection(server: Server, socket: WebSocket, peer: IpAddr) {
         }
     };
     let settings = session.settings();
-    let (outbox, rx) = Outbox::new(
-        settings.outbound_queue as usize,
-        settings.slow_consumer_drops,
-        session.metrics().clone(),
-    );
+    let (outbox, rx) = Outbox::new(QueueLimits::from(&settings), session.metrics().clone());
     let connected = match session.connect(hello.0, hello.1, outbox.clone()) {
         Ok(connected) => connected,
         Err(err) => {
@@ -358,7 +355,7 @@ fn push_error(outbox: &Outbox, err: &ProtocolError) {
 /// Drains the outbound queue to the socket; on kill, writes the reason and closes.
 async fn writer(
     mut sink: Sink,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut rx: Inbox,
     kill: Arc<KillSwitch>,
     metrics: Arc<SessionMetrics>,
 ) {
@@ -396,7 +393,7 @@ async fn writer(
     };
     if reason.drain {
         let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            while let Ok(item) = rx.try_recv() {
+            while let Some(item) = rx.try_recv() {
                 if let Some(text) = item.text()
                     && sink.send(Message::Text(text.clone())).await.is_err()
                 {

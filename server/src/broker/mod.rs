@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-pub use outbox::{Kill, KillSwitch, Outbound, Outbox};
+pub use outbox::{Inbox, Kill, KillSwitch, Outbound, Outbox, QueueLimits};
 pub use session::{ClientInfo, ClientKey, Connected, Flow, Session};
 
 use sealbus::protocol::{ErrorCode, Message};

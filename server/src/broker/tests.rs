@@ -4,9 +4,8 @@ use std::sync::Arc;
 
 use sealbus::protocol::{ClientFrame, Codec};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
-use super::{Broker, LocalBackplane, Outbound, Outbox, Session};
+use super::{Broker, Inbox, LocalBackplane, Outbound, Outbox, QueueLimits, Session};
 use crate::auth::Permissions;
 use crate::config::SessionSettings;
 use crate::store::{MemoryStore, SessionRecord};
@@ -23,8 +22,16 @@ fn session() -> Arc<Session> {
         .unwrap()
 }
 
-fn join(session: &Session, id: &str) -> (u64, mpsc::Receiver<Outbound>) {
-    let (outbox, mut rx) = Outbox::new(64, 8, session.metrics().clone());
+fn limits(frames: usize) -> QueueLimits {
+    QueueLimits {
+        frames,
+        bytes: 1 << 20,
+        drop_tolerance: 8,
+    }
+}
+
+fn join(session: &Session, id: &str) -> (u64, Inbox) {
+    let (outbox, mut rx) = Outbox::new(limits(64), session.metrics().clone());
     let connected = session
         .connect(Some(id.into()), Permissions::default(), outbox)
         .unwrap();
@@ -39,8 +46,8 @@ fn handle(session: &Arc<Session>, key: u64, frame: Value) {
     session.handle(key, frame);
 }
 
-fn frame(rx: &mut mpsc::Receiver<Outbound>) -> Option<Value> {
-    let item = rx.try_recv().ok()?;
+fn frame(rx: &mut Inbox) -> Option<Value> {
+    let item = rx.try_recv()?;
     let text = item.text()?;
     Some(serde_json::from_str(text).unwrap())
 }
@@ -64,7 +71,7 @@ async fn a_qos0_message_is_encoded_once_for_all_subscribers() {
         a,
         json!({"type":"publish","topic":"t","data":{"json":1}}),
     );
-    let (Ok(Outbound::Frame(x)), Ok(Outbound::Frame(y))) = (rx_a.try_recv(), rx_b.try_recv())
+    let (Some(Outbound::Frame(x)), Some(Outbound::Frame(y))) = (rx_a.try_recv(), rx_b.try_recv())
     else {
         panic!("both subscribers get a frame");
     };
@@ -118,7 +125,7 @@ async fn leaving_answers_disconnected_and_takeover_kills_the_old_connection() {
         json!({"type":"publish","id":2,"topic":"t","data":{"json":1},"ack":{"timeout_ms":60000}}),
     );
     frame(&mut rx_p);
-    let (outbox, _rx) = Outbox::new(8, 8, session.metrics().clone());
+    let (outbox, _rx) = Outbox::new(limits(8), session.metrics().clone());
     let old_kill = {
         let state = session.lock();
         state.clients[&sub].outbox.kill_switch().clone()
@@ -158,4 +165,31 @@ async fn messages_from_the_backplane_reach_local_subscribers() {
         (got["from"].clone(), got["topic"].clone()),
         (json!("elsewhere"), json!("a/b"))
     );
+}
+
+#[test]
+fn the_queue_is_bounded_in_bytes_too() {
+    let metrics = std::sync::Arc::new(crate::metrics::SessionMetrics::default());
+    let limits = QueueLimits {
+        frames: 100,
+        bytes: 10,
+        drop_tolerance: 1,
+    };
+    let (outbox, mut inbox) = Outbox::new(limits, metrics.clone());
+    outbox.push_droppable("123456".into());
+    outbox.push_droppable("123456".into());
+    assert_eq!(
+        outbox.depth(),
+        1,
+        "the second copy would pass the byte bound"
+    );
+    assert!(outbox.kill_switch().reason().is_none());
+    outbox.push_droppable("123456".into());
+    assert!(
+        outbox.kill_switch().reason().is_some(),
+        "too many drops in a row"
+    );
+    assert!(inbox.try_recv().is_some());
+    outbox.push_droppable("1234567890123".into());
+    assert_eq!(outbox.depth(), 1, "one oversized frame fits an empty queue");
 }
