@@ -40,6 +40,7 @@ pub(crate) async fn document() -> Json<Value> {
                     "max_inflight": {"type": "integer"}, "history_size": {"type": "integer"},
                     "offline_queue_size": {"type": "integer"}, "session_expiry_secs": {"type": "integer"},
                     "keepalive_ms": {"type": "integer"}, "outbound_queue": {"type": "integer"},
+                    "outbound_queue_bytes": {"type": "integer"},
                     "slow_consumer_drops": {"type": "integer"}}},
                 "NewSession": {"allOf": [{"$ref": "#/components/schemas/Settings"}, {"type": "object",
                     "required": ["name"], "properties": {"name": {"type": "string"}, "password": {"type": "string"},
