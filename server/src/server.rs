@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 use crate::participant::Participant;
 use crate::store::{MemoryStore, SessionRecord, Store};
 
+/// How long [`Server::serve`] waits for connections to drain after a shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Decides from the upgrade request's headers and query string whether a WebSocket may connect
 /// (an embedding application's own authentication, for example a cookie check).
 pub type UpgradeHook = Arc<dyn Fn(&HeaderMap, Option<&str>) -> bool + Send + Sync>;
@@ -109,6 +112,7 @@ impl ServerBuilder {
                 auth_permits: tokio::sync::Semaphore::new(
                     std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
                 ),
+                connections: watch::Sender::new(0),
                 shutdown: watch::Sender::new(false),
             }),
         })
@@ -155,6 +159,8 @@ pub(crate) struct Inner {
     pub(crate) hook: Option<UpgradeHook>,
     /// Credential checks allowed to run at once.
     pub(crate) auth_permits: tokio::sync::Semaphore,
+    /// WebSocket connections still running (their tasks outlive axum's graceful shutdown).
+    pub(crate) connections: watch::Sender<usize>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -243,6 +249,12 @@ impl Server {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             })
             .await
-            .map_err(Error::Io)
+            .map_err(Error::Io)?;
+        // Upgraded WebSocket connections are not awaited by axum: give them time to write
+        // their queues and close with `shutting_down`.
+        let mut connections = self.inner.connections.subscribe();
+        let _ =
+            tokio::time::timeout(DRAIN_TIMEOUT, connections.wait_for(|count| *count == 0)).await;
+        Ok(())
     }
 }

@@ -101,7 +101,27 @@ async fn close_with(sink: &mut Sink, error: ErrorFrame) {
     .await;
 }
 
+/// Counts a running connection for the shutdown drain.
+struct Running(Server);
+
+impl Running {
+    fn new(server: &Server) -> Self {
+        server.inner.connections.send_modify(|count| *count += 1);
+        Running(server.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0
+            .inner
+            .connections
+            .send_modify(|count| *count = count.saturating_sub(1));
+    }
+}
+
 async fn connection(server: Server, socket: WebSocket, peer: IpAddr) {
+    let _running = Running::new(&server);
     let (mut sink, mut stream) = socket.split();
     let (session, hello) = match handshake(&server, &mut stream, peer).await {
         Ok(joined) => joined,

@@ -288,3 +288,19 @@ async fn the_binary_reads_its_config_from_the_environment_and_mints_tokens() {
     assert_eq!(client.expect("error").await["code"], 2003);
     let _ = std::fs::remove_file(&path);
 }
+
+#[tokio::test]
+async fn the_binary_closes_clients_with_shutting_down_on_sigterm() {
+    let (child, banner) = spawn_sealbus(&["serve", "--demo", "--listen", "127.0.0.1:0"], &[]);
+    let addr = bound_address(&banner);
+    let mut client = Client::join(addr, "demo", "demo", "bye").await;
+    client.subscribe(1, "t").await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (errors, close) = client.expect_close().await;
+    assert_eq!(errors.last().unwrap()["code"], 6002);
+    assert_eq!(close, 4502);
+}
