@@ -127,7 +127,12 @@ async fn connection(server: Server, socket: WebSocket, peer: IpAddr) {
         Ok(joined) => joined,
         Err(Error::Disconnected) => return,
         Err(err) => {
-            tracing::debug!(%peer, code = %err.code(), "connection refused");
+            match err.code() {
+                ErrorCode::AuthFailed | ErrorCode::TokenExpired | ErrorCode::RateLimited => {
+                    tracing::info!(%peer, code = err.code().name(), "login refused");
+                }
+                code => tracing::debug!(%peer, code = code.name(), "connection refused"),
+            }
             close_with(&mut sink, err.to_frame()).await;
             if err.code() == ErrorCode::FrameTooLarge {
                 tokio::time::sleep(OVERSIZE_LINGER).await;
