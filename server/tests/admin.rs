@@ -170,6 +170,20 @@ async fn publish_over_http_clients_list_tokens_and_metrics() {
     let message = sub.expect("message").await;
     assert_eq!(message["from"], "$admin");
     assert_eq!(message["data"]["json"]["headline"], "hi");
+    let (status, _) = http(
+        t.addr,
+        "POST",
+        "/api/sessions/s/publish",
+        Some(ADMIN),
+        Some(json!({"topic":"news/q","data":{"json":2},"qos":1})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let message = sub.expect("message").await;
+    assert_eq!(message["qos"], 1);
+    sub.send(json!({"type":"ack","did":message["did"],"ok":true}))
+        .await;
+    assert!(sub.sync().await.is_empty(), "the ack settled the delivery");
     for (topic, status, code) in [("a/+", 400, 3001), ("$sys/x", 403, 2003)] {
         let (got, body) = http(
             t.addr,

@@ -74,10 +74,12 @@ async fn silent_connections_are_closed_after_twice_the_keepalive() {
     let t = start(vec![session_with("s", "p", |s| s.keepalive_ms = 200)]).await;
     let mut chatty = Client::join(t.addr, "s", "p", "chatty").await;
     let mut silent = Client::join(t.addr, "s", "p", "silent").await;
+    let mut ws_pinger = Client::join(t.addr, "s", "p", "ws-pinger").await;
     for id in 0..10 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         chatty.send(json!({"type":"ping","id":id})).await;
         assert_eq!(chatty.expect("pong").await["id"], id);
+        ws_pinger.ws_ping(&[id]).await;
     }
     let (errors, close) = silent.expect_close().await;
     assert_eq!(errors.last().unwrap()["code"], 6008);

@@ -53,7 +53,7 @@ pub(crate) async fn document() -> Json<Value> {
                     "maxRetryLimit": {"type": "integer"}}},
                 "Publish": {"type": "object", "required": ["topic", "data"], "properties": {
                     "topic": {"type": "string"}, "data": {"type": "object", "description": "payload as in PROTOCOL.md §3"},
-                    "retain": {"type": "boolean"}}},
+                    "retain": {"type": "boolean"}, "qos": {"type": "integer", "enum": [0, 1]}}},
                 "TokenRequest": {"type": "object", "required": ["client_id"], "properties": {
                     "client_id": {"type": "string"}, "ttl_secs": {"type": "integer"},
                     "pub": {"type": "array", "items": {"type": "string"}},

@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use sealbus::protocol::{ErrorCode, Payload};
+use sealbus::protocol::{ErrorCode, Payload, Qos};
 use sealbus::topic::{is_reserved, validate_filter, validate_topic};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -186,6 +186,8 @@ struct HttpPublish {
     data: Payload,
     #[serde(default)]
     retain: bool,
+    #[serde(default)]
+    qos: Qos,
 }
 
 /// `POST /api/sessions/{name}/publish`.
@@ -207,7 +209,7 @@ pub(crate) async fn publish(
         ));
     }
     let (offset, mid) = session
-        .publish_as_admin(request.topic, request.data, request.retain)
+        .publish_as_admin(request.topic, request.data, request.qos, request.retain)
         .map_err(|err| ApiError::from(crate::error::Error::Protocol(err)))?;
     Ok(Json(json!({ "offset": offset, "mid": mid })))
 }

@@ -175,6 +175,7 @@ impl Session {
         &self,
         topic: String,
         data: Payload,
+        qos: Qos,
         retain: bool,
     ) -> Result<(u64, String), ProtocolError> {
         let publish = Publish {
@@ -182,7 +183,7 @@ impl Session {
             mid: None,
             topic,
             data,
-            qos: Qos::AtMostOnce,
+            qos,
             retain,
             ack: None,
             notify_dead: false,

@@ -104,6 +104,29 @@ impl Client {
         self.ws.send(Message::Text(text.into())).await.unwrap();
     }
 
+    /// Sends a WebSocket-level ping and waits for its pong (JSON frames are skipped).
+    pub async fn ws_ping(&mut self, payload: &[u8]) {
+        self.ws
+            .send(Message::Ping(payload.to_vec().into()))
+            .await
+            .unwrap();
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a pong")
+                .expect("connection ended")
+                .expect("read error");
+            match message {
+                Message::Pong(data) => {
+                    assert_eq!(&data[..], payload);
+                    return;
+                }
+                Message::Close(close) => panic!("unexpected close: {close:?}"),
+                _ => {}
+            }
+        }
+    }
+
     pub async fn send_binary(&mut self, bytes: Vec<u8>) {
         self.ws.send(Message::Binary(bytes.into())).await.unwrap();
     }
