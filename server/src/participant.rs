@@ -110,6 +110,8 @@ pub struct AckHandle {
     /// The client ids the server waits for.
     pub expected: Vec<String>,
     rx: mpsc::UnboundedReceiver<ServerFrame>,
+    responses: Vec<AckResponse>,
+    outcome: Option<AckOutcome>,
     session: Arc<Session>,
     key: ClientKey,
 }
@@ -124,25 +126,40 @@ pub struct AckResult {
 }
 
 impl AckHandle {
-    /// Waits until every expected subscriber answered, the timeout passed or it was cancelled.
-    pub async fn wait(mut self) -> AckResult {
-        let mut responses = Vec::new();
+    /// The next response; `None` once the collection finished (complete, timeout, cancelled).
+    pub async fn wait_any(&mut self) -> Option<AckResponse> {
+        if self.outcome.is_some() {
+            return None;
+        }
         while let Some(frame) = self.rx.recv().await {
             match frame {
-                ServerFrame::AckResponse(response) => responses.push(response),
+                ServerFrame::AckResponse(response) => {
+                    self.responses.push(response.clone());
+                    return Some(response);
+                }
                 ServerFrame::AckDone(done) => {
-                    return AckResult {
-                        responses,
-                        outcome: Some(done.outcome),
-                    };
+                    self.outcome = Some(done.outcome);
+                    return None;
                 }
                 _ => {}
             }
         }
+        None
+    }
+
+    /// Waits until every expected subscriber answered, the timeout passed or it was cancelled;
+    /// returns every response (also those already seen through [`wait_any`](Self::wait_any)).
+    pub async fn wait(mut self) -> AckResult {
+        while self.wait_any().await.is_some() {}
         AckResult {
-            responses,
-            outcome: None,
+            responses: self.responses,
+            outcome: self.outcome,
         }
+    }
+
+    /// How the collection ended, once [`wait_any`](Self::wait_any) has seen the end.
+    pub fn outcome(&self) -> Option<AckOutcome> {
+        self.outcome
     }
 
     /// Stops collecting; copies not yet written to subscribers are withdrawn.
@@ -332,6 +349,8 @@ impl Participant {
                 aid: expect.aid,
                 expected: expect.expected,
                 rx,
+                responses: Vec::new(),
+                outcome: None,
                 session: self.session.clone(),
                 key: self.key,
             }),

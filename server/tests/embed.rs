@@ -82,7 +82,7 @@ async fn participant_api_in_a_mounted_router_talks_to_remote_clients() {
     assert_eq!(err.code(), sealbus::protocol::ErrorCode::InvalidTopic);
 
     // publish_with_ack from in-process, answered by the remote client.
-    let handle = inproc
+    let mut handle = inproc
         .publish_with_ack(
             "events/job",
             Payload::Json(json!("work")),
@@ -95,6 +95,8 @@ async fn participant_api_in_a_mounted_router_talks_to_remote_clients() {
     remote
         .send(json!({"type":"ack","aid":message["aid"],"ok":false,"code":6006,"error":"nope"}))
         .await;
+    let first = handle.wait_any().await.unwrap();
+    assert_eq!((first.from.as_str(), first.ok), ("remote", false));
     let result = handle.wait().await;
     assert_eq!(result.outcome, Some(AckOutcome::Complete));
     assert_eq!(result.responses.len(), 1);
