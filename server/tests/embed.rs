@@ -102,6 +102,21 @@ async fn participant_api_in_a_mounted_router_talks_to_remote_clients() {
     assert_eq!(result.responses.len(), 1);
     assert_eq!(result.responses[0].error.as_deref(), Some("nope"));
 
+    // Cancel: the remote never answers; the wait ends with `cancelled`.
+    let handle = inproc
+        .publish_with_ack(
+            "events/slow",
+            Payload::Json(json!(0)),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    remote.expect("message").await;
+    handle.cancel();
+    let result = handle.wait().await;
+    assert_eq!(result.outcome, Some(AckOutcome::Cancelled));
+    assert!(result.responses.is_empty());
+
     // publish_to_id both ways.
     inproc
         .publish_to_id("remote", Payload::Json(json!("direct")))
