@@ -2,8 +2,9 @@
 //! authentication, then a reader loop feeding the broker and a writer task draining the
 //! client's bounded outbound queue.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -34,6 +35,9 @@ pub const READ_BUFFER_BYTES: usize = 8 * 1024;
 /// same reason as [`READ_BUFFER_BYTES`]).
 pub const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
+/// Set once the missing-peer-address warning was logged.
+static NO_PEER_WARNED: AtomicBool = AtomicBool::new(false);
+
 /// How long the writer may take to send the final `error` + close frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -50,8 +54,13 @@ pub(crate) async fn upgrade(State(server): State<Server>, request: Request<Body>
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        .map(|info| info.0.ip());
+    if peer.is_none() && !NO_PEER_WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "peer addresses are unknown (serve with into_make_service_with_connect_info): \
+             failed logins are not rate-limited"
+        );
+    }
     if server.inner.broker.is_shutting_down() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
@@ -120,7 +129,7 @@ impl Drop for Running {
     }
 }
 
-async fn connection(server: Server, socket: WebSocket, peer: IpAddr) {
+async fn connection(server: Server, socket: WebSocket, peer: Option<IpAddr>) {
     let _running = Running::new(&server);
     let (mut sink, mut stream) = socket.split();
     let (session, hello) = match handshake(&server, &mut stream, peer).await {
@@ -129,9 +138,9 @@ async fn connection(server: Server, socket: WebSocket, peer: IpAddr) {
         Err(err) => {
             match err.code() {
                 ErrorCode::AuthFailed | ErrorCode::TokenExpired | ErrorCode::RateLimited => {
-                    tracing::info!(%peer, code = err.code().name(), "login refused");
+                    tracing::info!(peer = ?peer, code = err.code().name(), "login refused");
                 }
-                code => tracing::debug!(%peer, code = code.name(), "connection refused"),
+                code => tracing::debug!(peer = ?peer, code = code.name(), "connection refused"),
             }
             close_with(&mut sink, err.to_frame()).await;
             if err.code() == ErrorCode::FrameTooLarge {
@@ -149,7 +158,7 @@ async fn connection(server: Server, socket: WebSocket, peer: IpAddr) {
             return;
         }
     };
-    tracing::info!(session = %session.name(), client = %connected.client_id, %peer, "client connected");
+    tracing::info!(session = %session.name(), client = %connected.client_id, peer = ?peer, "client connected");
     let kill = outbox.kill_switch().clone();
     let writer = tokio::spawn(writer(sink, rx, kill.clone(), session.metrics().clone()));
     let keepalive = Duration::from_millis(settings.keepalive_ms.saturating_mul(2));
@@ -188,7 +197,7 @@ async fn connection(server: Server, socket: WebSocket, peer: IpAddr) {
 async fn handshake(
     server: &Server,
     stream: &mut Stream,
-    peer: IpAddr,
+    peer: Option<IpAddr>,
 ) -> Result<(Arc<Session>, (Option<String>, crate::auth::Permissions)), Error> {
     let deadline = Duration::from_millis(server.inner.options.hello_timeout_ms);
     let codec = Codec::new(server.inner.options.max_frame_bytes as usize);
@@ -241,7 +250,8 @@ async fn handshake(
             "protocol version 1 only",
         ));
     }
-    if server.inner.limiter.is_limited(peer) {
+    let limiter = &server.inner.limiter;
+    if peer.is_some_and(|peer| limiter.is_limited(peer)) {
         return Err(Error::protocol(
             ErrorCode::RateLimited,
             None,
@@ -258,7 +268,9 @@ async fn handshake(
         .await
         .map_err(|_| failed())?;
     let Ok(session) = server.inner.broker.session(&hello.session) else {
-        server.inner.limiter.record_failure(peer);
+        if let Some(peer) = peer {
+            limiter.record_failure(peer);
+        }
         if let sealbus::protocol::Auth::Password(password) = hello.auth {
             let _ = tokio::task::spawn_blocking(move || {
                 crate::auth::verify_against_dummy(&password);
@@ -279,7 +291,9 @@ async fn handshake(
     match checked {
         Ok(granted) => Ok((session, granted)),
         Err(err) => {
-            server.inner.limiter.record_failure(peer);
+            if let Some(peer) = peer {
+                limiter.record_failure(peer);
+            }
             SessionMetrics::add(&session.metrics().auth_failures, 1);
             Err(err)
         }
