@@ -188,7 +188,8 @@ impl Server {
     ///
     /// Mount it in an existing axum application with `merge` (or `nest`); serve that
     /// application with `into_make_service_with_connect_info::<SocketAddr>()` so that failed
-    /// logins are rate-limited per peer address.
+    /// logins are rate-limited per peer address (without peer addresses there is no login rate
+    /// limit).
     pub fn router(&self) -> Router {
         Router::new()
             .route("/ws", axum::routing::get(crate::ws::upgrade))
