@@ -18,6 +18,9 @@ pub enum Error {
     /// A session with this name already exists.
     #[error("session `{0}` already exists")]
     SessionExists(String),
+    /// Hashing a password or signing a token failed.
+    #[error("crypto failure: {0}")]
+    Crypto(String),
     /// Reading a file or binding a socket failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -39,7 +42,7 @@ impl Error {
             Error::Protocol(err) => err.code,
             Error::Config(_) | Error::SessionExists(_) => ErrorCode::InvalidField,
             Error::NoSuchSession(_) => ErrorCode::NoSuchSession,
-            Error::Io(_) => ErrorCode::Internal,
+            Error::Io(_) | Error::Crypto(_) => ErrorCode::Internal,
             Error::Disconnected => ErrorCode::Disconnected,
         }
     }
