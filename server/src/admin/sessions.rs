@@ -34,8 +34,25 @@ pub(crate) async fn list(_: AdminAuth, State(server): State<Server>) -> Json<Val
     Json(json!({ "sessions": sessions }))
 }
 
-fn create_from(server: &Server, config: SessionConfig) -> Result<Response, ApiError> {
-    let session = server.create_session(&config)?;
+/// Runs Argon2 work off the async worker threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> crate::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Internal,
+                err.to_string(),
+            )
+        })?
+        .map_err(ApiError::from)
+}
+
+async fn create_from(server: &Server, config: SessionConfig) -> Result<Response, ApiError> {
+    let creator = server.clone();
+    let session = blocking(move || creator.create_session(&config)).await?;
     tracing::info!(session = %session.name(), "session created");
     Ok((StatusCode::CREATED, Json(view(&session))).into_response())
 }
@@ -48,7 +65,7 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     let config: SessionConfig = parse(&body)?;
     check_settings_keys(&body)?;
-    create_from(&server, config)
+    create_from(&server, config).await
 }
 
 /// Rejects unknown keys (serde cannot deny them through a flattened struct).
@@ -98,7 +115,7 @@ pub(crate) async fn create_compat(
         token_secret: None,
         settings,
     };
-    create_from(&server, config)
+    create_from(&server, config).await
 }
 
 /// `GET /api/sessions/{name}`.
@@ -132,7 +149,8 @@ pub(crate) async fn update(
         let password = password
             .as_str()
             .ok_or_else(|| ApiError::invalid("`password` must be a string"))?;
-        record.password_hash = Some(auth::hash_password(password)?);
+        let password = password.to_owned();
+        record.password_hash = Some(blocking(move || auth::hash_password(&password)).await?);
     }
     if let Some(hash) = changes.remove("password_hash") {
         let hash = hash
