@@ -42,11 +42,11 @@ pub fn random_token<const N: usize>() -> String {
 /// Hashes a password with Argon2id and a random salt (PHC string).
 pub fn hash_password(password: &str) -> Result<String> {
     let salt = SaltString::encode_b64(&random_bytes::<16>())
-        .map_err(|err| Error::Config(format!("salt: {err}")))?;
+        .map_err(|err| Error::Crypto(format!("salt: {err}")))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
-        .map_err(|err| Error::Config(format!("password hash: {err}")))
+        .map_err(|err| Error::Crypto(format!("password hash: {err}")))
 }
 
 /// Checks a password against an Argon2 PHC hash (false for a malformed hash).
@@ -58,6 +58,14 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
                 .is_ok()
         })
         .unwrap_or(false)
+}
+
+/// Spends the same Argon2 work as a real check, for logins to sessions that do not exist, so
+/// that response times do not reveal which session names exist.
+pub fn verify_against_dummy(password: &str) {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let hash = DUMMY.get_or_init(|| hash_password("sealbus-dummy").unwrap_or_default());
+    let _ = verify_password(password, hash);
 }
 
 /// The claims of a client token (`docs/PROTOCOL.md` §4).
@@ -80,10 +88,10 @@ type HmacSha256 = Hmac<Sha256>;
 /// Signs claims as an HS256 JWT with `secret`.
 pub fn sign_token(claims: &Claims, secret: &[u8]) -> Result<String> {
     let header = B64URL.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let body = serde_json::to_vec(claims).map_err(|err| Error::Config(err.to_string()))?;
+    let body = serde_json::to_vec(claims).map_err(|err| Error::Crypto(err.to_string()))?;
     let signing_input = format!("{header}.{}", B64URL.encode(body));
     let mut mac = HmacSha256::new_from_slice(secret)
-        .map_err(|err| Error::Config(format!("token secret: {err}")))?;
+        .map_err(|err| Error::Crypto(format!("token secret: {err}")))?;
     mac.update(signing_input.as_bytes());
     let signature = B64URL.encode(mac.finalize().into_bytes());
     Ok(format!("{signing_input}.{signature}"))

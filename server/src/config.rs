@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on, e.g. `127.0.0.1:7070`.
@@ -30,6 +30,21 @@ pub struct Config {
     pub server: ServerOptions,
     /// Sessions created at start.
     pub sessions: Vec<SessionConfig>,
+}
+
+/// Debug output never shows the admin token.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("server", &self.server)
+            .field("sessions", &self.sessions)
+            .finish()
+    }
 }
 
 impl Config {
@@ -52,7 +67,7 @@ pub struct ServerOptions {
     /// Largest WebSocket message accepted on any connection, enforced by the WebSocket layer
     /// before a frame is buffered (sessions may announce a smaller `max_frame_bytes`).
     pub max_frame_bytes: u32,
-    /// Seconds a new connection has to send `hello`.
+    /// Milliseconds a new connection has to send `hello`.
     pub hello_timeout_ms: u64,
     /// Failed authentications allowed per peer address within `auth_window_secs`.
     pub auth_failures: u32,
@@ -72,7 +87,7 @@ impl Default for ServerOptions {
 }
 
 /// One session (virtual broker) in the configuration file.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct SessionConfig {
     /// Session name.
     pub name: String,
@@ -88,6 +103,20 @@ pub struct SessionConfig {
     /// Delivery settings and limits.
     #[serde(flatten)]
     pub settings: SessionSettings,
+}
+
+/// Debug output never shows the password, its hash or the token secret.
+impl std::fmt::Debug for SessionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |set: bool| if set { "<redacted>" } else { "<none>" };
+        f.debug_struct("SessionConfig")
+            .field("name", &self.name)
+            .field("password", &redacted(self.password.is_some()))
+            .field("password_hash", &redacted(self.password_hash.is_some()))
+            .field("token_secret", &redacted(self.token_secret.is_some()))
+            .field("settings", &self.settings)
+            .finish()
+    }
 }
 
 /// A session's settings and limits.
@@ -118,6 +147,8 @@ pub struct SessionSettings {
     pub keepalive_ms: u64,
     /// Capacity of each client's outbound queue, in frames.
     pub outbound_queue: u32,
+    /// Capacity of each client's outbound queue, in bytes.
+    pub outbound_queue_bytes: u64,
     /// QoS 0 copies dropped in a row for a full queue before the client is disconnected as a
     /// slow consumer.
     pub slow_consumer_drops: u32,
@@ -139,6 +170,7 @@ impl Default for SessionSettings {
             session_expiry_secs: 3_600,
             keepalive_ms: limits.keepalive_ms,
             outbound_queue: 1_024,
+            outbound_queue_bytes: 16 * 1024 * 1024,
             slow_consumer_drops: 256,
         }
     }
@@ -156,6 +188,7 @@ impl SessionSettings {
             ("max_inflight", u64::from(self.max_inflight)),
             ("keepalive_ms", self.keepalive_ms),
             ("outbound_queue", u64::from(self.outbound_queue)),
+            ("outbound_queue_bytes", self.outbound_queue_bytes),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -189,9 +222,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn debug_output_hides_secrets() {
+        let config = Config::from_toml(
+            "admin_token = \"adm1n\"\n[[sessions]]\nname = \"a\"\npassword = \"hunter2\"\ntoken_secret = \"s3\"\n",
+        )
+        .unwrap();
+        let text = format!("{config:?}");
+        for secret in ["hunter2", "s3\"", "adm1n"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+    }
+
+    #[test]
     fn parses_sessions_with_defaults() {
         let config = Config::from_toml(
-            "admin_token = \"t\"\n[[sessions]]\nname = \"a\"\npassword = \"p\"\nmax_retries = 3\n",
+            "admin_token = \"adm1n\"\n[[sessions]]\nname = \"a\"\npassword = \"p\"\nmax_retries = 3\n",
         )
         .unwrap();
         assert_eq!(config.sessions[0].settings.max_retries, 3);

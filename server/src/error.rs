@@ -18,11 +18,15 @@ pub enum Error {
     /// A session with this name already exists.
     #[error("session `{0}` already exists")]
     SessionExists(String),
+    /// Hashing a password or signing a token failed.
+    #[error("crypto failure: {0}")]
+    Crypto(String),
     /// Reading a file or binding a socket failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
-    /// The in-process participant was disconnected (replaced, shutdown, slow consumer, ...).
-    #[error("participant disconnected")]
+    /// The connection or in-process participant ended (closed by the peer, replaced, shut
+    /// down, slow consumer, ...).
+    #[error("the connection ended")]
     Disconnected,
 }
 
@@ -38,7 +42,7 @@ impl Error {
             Error::Protocol(err) => err.code,
             Error::Config(_) | Error::SessionExists(_) => ErrorCode::InvalidField,
             Error::NoSuchSession(_) => ErrorCode::NoSuchSession,
-            Error::Io(_) => ErrorCode::Internal,
+            Error::Io(_) | Error::Crypto(_) => ErrorCode::Internal,
             Error::Disconnected => ErrorCode::Disconnected,
         }
     }

@@ -16,7 +16,7 @@ use sealbus::topic::matches;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Permissions;
-use crate::broker::{ClientKey, KillSwitch, Outbound, Outbox, Session};
+use crate::broker::{ClientKey, Inbox, KillSwitch, Outbox, QueueLimits, Session};
 use crate::error::{Error, Result};
 
 /// Client id of the default in-process participant (`from` of its messages).
@@ -30,6 +30,8 @@ struct Reply {
 
 #[derive(Default)]
 struct Routes {
+    /// The connection ended: requests fail at once instead of waiting forever.
+    closed: bool,
     requests: HashMap<u64, oneshot::Sender<Reply>>,
     subscriptions: Vec<(String, mpsc::Sender<Delivery>)>,
     acks: HashMap<u64, mpsc::UnboundedSender<ServerFrame>>,
@@ -108,6 +110,8 @@ pub struct AckHandle {
     /// The client ids the server waits for.
     pub expected: Vec<String>,
     rx: mpsc::UnboundedReceiver<ServerFrame>,
+    responses: Vec<AckResponse>,
+    outcome: Option<AckOutcome>,
     session: Arc<Session>,
     key: ClientKey,
 }
@@ -122,25 +126,40 @@ pub struct AckResult {
 }
 
 impl AckHandle {
-    /// Waits until every expected subscriber answered, the timeout passed or it was cancelled.
-    pub async fn wait(mut self) -> AckResult {
-        let mut responses = Vec::new();
+    /// The next response; `None` once the collection finished (complete, timeout, cancelled).
+    pub async fn wait_any(&mut self) -> Option<AckResponse> {
+        if self.outcome.is_some() {
+            return None;
+        }
         while let Some(frame) = self.rx.recv().await {
             match frame {
-                ServerFrame::AckResponse(response) => responses.push(response),
+                ServerFrame::AckResponse(response) => {
+                    self.responses.push(response.clone());
+                    return Some(response);
+                }
                 ServerFrame::AckDone(done) => {
-                    return AckResult {
-                        responses,
-                        outcome: Some(done.outcome),
-                    };
+                    self.outcome = Some(done.outcome);
+                    return None;
                 }
                 _ => {}
             }
         }
+        None
+    }
+
+    /// Waits until every expected subscriber answered, the timeout passed or it was cancelled;
+    /// returns every response (also those already seen through [`wait_any`](Self::wait_any)).
+    pub async fn wait(mut self) -> AckResult {
+        while self.wait_any().await.is_some() {}
         AckResult {
-            responses,
-            outcome: None,
+            responses: self.responses,
+            outcome: self.outcome,
         }
+    }
+
+    /// How the collection ended, once [`wait_any`](Self::wait_any) has seen the end.
+    pub fn outcome(&self) -> Option<AckOutcome> {
+        self.outcome
     }
 
     /// Stops collecting; copies not yet written to subscribers are withdrawn.
@@ -172,11 +191,7 @@ impl Participant {
             None => SERVER_ID.to_owned(),
         };
         let settings = session.settings();
-        let (outbox, rx) = Outbox::new(
-            settings.outbound_queue as usize,
-            settings.slow_consumer_drops,
-            session.metrics().clone(),
-        );
+        let (outbox, rx) = Outbox::new(QueueLimits::from(&settings), session.metrics().clone());
         let kill = outbox.kill_switch().clone();
         let connected = session.connect(Some(client_id.clone()), Permissions::default(), outbox)?;
         let routes = Arc::new(Mutex::new(Routes::default()));
@@ -210,9 +225,18 @@ impl Participant {
 
     async fn request(&self, make: impl FnOnce(u64) -> ClientFrame) -> Result<Reply> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = make(id);
+        // The same checks the codec applies to a remote client's frames.
+        frame.validate()?;
         let (tx, rx) = oneshot::channel();
-        self.routes().requests.insert(id, tx);
-        self.session.handle(self.key, make(id));
+        {
+            let mut routes = self.routes();
+            if routes.closed {
+                return Err(Error::Disconnected);
+            }
+            routes.requests.insert(id, tx);
+        }
+        self.session.handle(self.key, frame);
         let reply = rx.await.map_err(|_| Error::Disconnected)?;
         match reply.frame {
             ServerFrame::Error(err) => Err(Error::Protocol(ProtocolError::new(
@@ -325,6 +349,8 @@ impl Participant {
                 aid: expect.aid,
                 expected: expect.expected,
                 rx,
+                responses: Vec::new(),
+                outcome: None,
                 session: self.session.clone(),
                 key: self.key,
             }),
@@ -387,7 +413,7 @@ fn send(id: u64, to: &str, data: Payload, ack: Option<AckRequest>) -> Send {
 
 /// Reads the participant's outbound queue and routes each frame to its waiter.
 async fn dispatch(
-    mut rx: mpsc::Receiver<Outbound>,
+    mut rx: Inbox,
     routes: Arc<Mutex<Routes>>,
     directs: mpsc::Sender<Direct>,
     session: Arc<Session>,
@@ -437,6 +463,12 @@ async fn dispatch(
         }
     }
     session.disconnect(key);
+    // Waiters see the end: pending requests fail, subscriptions and ack streams finish.
+    let mut routes = routes.lock().unwrap_or_else(|e| e.into_inner());
+    routes.closed = true;
+    routes.requests.clear();
+    routes.subscriptions.clear();
+    routes.acks.clear();
 }
 
 fn forward_ack(routes: &Mutex<Routes>, aid: u64, frame: ServerFrame, last: bool) {

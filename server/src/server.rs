@@ -12,10 +12,13 @@ use tokio::sync::watch;
 
 use crate::auth::{self, RateLimiter};
 use crate::broker::{Backplane, Broker, LocalBackplane, Session};
-use crate::config::{Config, ServerOptions, SessionConfig};
+use crate::config::{Config, ServerOptions, SessionConfig, SessionSettings};
 use crate::error::{Error, Result};
 use crate::participant::Participant;
 use crate::store::{MemoryStore, SessionRecord, Store};
+
+/// How long [`Server::serve`] waits for connections to drain after a shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Decides from the upgrade request's headers and query string whether a WebSocket may connect
 /// (an embedding application's own authentication, for example a cookie check).
@@ -85,6 +88,7 @@ impl ServerBuilder {
             broker.create_session(record)?;
         }
         for session in &self.config.sessions {
+            check_frame_limit(&self.config.server, &session.settings)?;
             if broker.session(&session.name).is_err() {
                 broker.create_session(session_record(session)?)?;
             }
@@ -106,10 +110,26 @@ impl ServerBuilder {
                 admin_token_generated: generated,
                 limiter,
                 hook: self.hook,
+                auth_permits: tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+                ),
+                connections: watch::Sender::new(0),
                 shutdown: watch::Sender::new(false),
             }),
         })
     }
+}
+
+/// A session may not announce a frame limit above the one the WebSocket layer enforces for
+/// every connection.
+fn check_frame_limit(options: &ServerOptions, settings: &SessionSettings) -> Result<()> {
+    if settings.max_frame_bytes > options.max_frame_bytes {
+        return Err(Error::Config(format!(
+            "`max_frame_bytes` {} exceeds the server's limit of {}",
+            settings.max_frame_bytes, options.max_frame_bytes
+        )));
+    }
+    Ok(())
 }
 
 /// Builds the stored form of a configured session: hashes a plain password, generates a token
@@ -138,6 +158,10 @@ pub(crate) struct Inner {
     pub(crate) admin_token_generated: bool,
     pub(crate) limiter: RateLimiter,
     pub(crate) hook: Option<UpgradeHook>,
+    /// Credential checks allowed to run at once.
+    pub(crate) auth_permits: tokio::sync::Semaphore,
+    /// WebSocket connections still running (their tasks outlive axum's graceful shutdown).
+    pub(crate) connections: watch::Sender<usize>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -165,7 +189,8 @@ impl Server {
     ///
     /// Mount it in an existing axum application with `merge` (or `nest`); serve that
     /// application with `into_make_service_with_connect_info::<SocketAddr>()` so that failed
-    /// logins are rate-limited per peer address.
+    /// logins are rate-limited per peer address (without peer addresses there is no login rate
+    /// limit).
     pub fn router(&self) -> Router {
         Router::new()
             .route("/ws", axum::routing::get(crate::ws::upgrade))
@@ -190,11 +215,19 @@ impl Server {
 
     /// Creates a session at runtime.
     pub fn create_session(&self, config: &SessionConfig) -> Result<Arc<Session>> {
+        check_frame_limit(&self.inner.options, &config.settings)?;
         self.inner.broker.create_session(session_record(config)?)
     }
 
+    /// Changes a session's credentials and settings at runtime.
+    pub fn update_session(&self, record: SessionRecord) -> Result<Arc<Session>> {
+        check_frame_limit(&self.inner.options, &record.settings)?;
+        self.inner.broker.update_session(record)
+    }
+
     /// Joins `session` in-process as a participant with the given client id (`$server` when
-    /// `None`), with the same semantics as a remote client.
+    /// `None`), with the same semantics as a remote client. Call it inside a Tokio runtime (it
+    /// spawns the task that reads the participant's queue).
     pub fn participant(&self, session: &str, client_id: Option<&str>) -> Result<Participant> {
         let session = self.inner.broker.session(session)?;
         Participant::join(session, client_id)
@@ -225,6 +258,12 @@ impl Server {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             })
             .await
-            .map_err(Error::Io)
+            .map_err(Error::Io)?;
+        // Upgraded WebSocket connections are not awaited by axum: give them time to write
+        // their queues and close with `shutting_down`.
+        let mut connections = self.inner.connections.subscribe();
+        let _ =
+            tokio::time::timeout(DRAIN_TIMEOUT, connections.wait_for(|count| *count == 0)).await;
+        Ok(())
     }
 }

@@ -2,8 +2,9 @@
 //! authentication, then a reader loop feeding the broker and a writer task draining the
 //! client's bounded outbound queue.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -17,10 +18,11 @@ use sealbus::protocol::{
     ClientFrame, Codec, ErrorCode, ErrorFrame, Hello, PROTOCOL_VERSION, ProtocolError, SUBPROTOCOL,
     ServerFrame,
 };
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite;
 
-use crate::broker::{Flow, Kill, KillSwitch, Outbound, Outbox, Session, now_ms};
+use crate::broker::{
+    Flow, Inbox, Kill, KillSwitch, Outbound, Outbox, QueueLimits, Session, now_ms,
+};
 use crate::error::Error;
 use crate::metrics::SessionMetrics;
 use crate::server::Server;
@@ -33,8 +35,15 @@ pub const READ_BUFFER_BYTES: usize = 8 * 1024;
 /// same reason as [`READ_BUFFER_BYTES`]).
 pub const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
+/// Set once the missing-peer-address warning was logged.
+static NO_PEER_WARNED: AtomicBool = AtomicBool::new(false);
+
 /// How long the writer may take to send the final `error` + close frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a connection closed for an oversized frame stays open so the client can read the
+/// close frame.
+const OVERSIZE_LINGER: Duration = Duration::from_millis(500);
 
 /// How long the reader waits for its writer to finish after the connection ended.
 const WRITER_GRACE: Duration = Duration::from_secs(10);
@@ -45,8 +54,13 @@ pub(crate) async fn upgrade(State(server): State<Server>, request: Request<Body>
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        .map(|info| info.0.ip());
+    if peer.is_none() && !NO_PEER_WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "peer addresses are unknown (serve with into_make_service_with_connect_info): \
+             failed logins are not rate-limited"
+        );
+    }
     if server.inner.broker.is_shutting_down() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
@@ -96,22 +110,47 @@ async fn close_with(sink: &mut Sink, error: ErrorFrame) {
     .await;
 }
 
-async fn connection(server: Server, socket: WebSocket, peer: IpAddr) {
+/// Counts a running connection for the shutdown drain.
+struct Running(Server);
+
+impl Running {
+    fn new(server: &Server) -> Self {
+        server.inner.connections.send_modify(|count| *count += 1);
+        Running(server.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0
+            .inner
+            .connections
+            .send_modify(|count| *count = count.saturating_sub(1));
+    }
+}
+
+async fn connection(server: Server, socket: WebSocket, peer: Option<IpAddr>) {
+    let _running = Running::new(&server);
     let (mut sink, mut stream) = socket.split();
     let (session, hello) = match handshake(&server, &mut stream, peer).await {
         Ok(joined) => joined,
+        Err(Error::Disconnected) => return,
         Err(err) => {
-            tracing::debug!(%peer, code = %err.code(), "connection refused");
+            match err.code() {
+                ErrorCode::AuthFailed | ErrorCode::TokenExpired | ErrorCode::RateLimited => {
+                    tracing::info!(peer = ?peer, code = err.code().name(), "login refused");
+                }
+                code => tracing::debug!(peer = ?peer, code = code.name(), "connection refused"),
+            }
             close_with(&mut sink, err.to_frame()).await;
+            if err.code() == ErrorCode::FrameTooLarge {
+                tokio::time::sleep(OVERSIZE_LINGER).await;
+            }
             return;
         }
     };
     let settings = session.settings();
-    let (outbox, rx) = Outbox::new(
-        settings.outbound_queue as usize,
-        settings.slow_consumer_drops,
-        session.metrics().clone(),
-    );
+    let (outbox, rx) = Outbox::new(QueueLimits::from(&settings), session.metrics().clone());
     let connected = match session.connect(hello.0, hello.1, outbox.clone()) {
         Ok(connected) => connected,
         Err(err) => {
@@ -119,15 +158,32 @@ async fn connection(server: Server, socket: WebSocket, peer: IpAddr) {
             return;
         }
     };
-    tracing::info!(session = %session.name(), client = %connected.client_id, %peer, "client connected");
+    tracing::info!(session = %session.name(), client = %connected.client_id, peer = ?peer, "client connected");
     let kill = outbox.kill_switch().clone();
     let writer = tokio::spawn(writer(sink, rx, kill.clone(), session.metrics().clone()));
     let keepalive = Duration::from_millis(settings.keepalive_ms.saturating_mul(2));
     let codec = Codec::new(settings.max_frame_bytes as usize);
-    read_loop(&session, connected.key, &outbox, stream, codec, keepalive).await;
+    read_loop(
+        &session,
+        connected.key,
+        &outbox,
+        &mut stream,
+        codec,
+        keepalive,
+    )
+    .await;
     session.disconnect(connected.key);
     drop(outbox);
     let _ = tokio::time::timeout(WRITER_GRACE, writer).await;
+    if kill
+        .reason()
+        .is_some_and(|k| k.code == ErrorCode::FrameTooLarge)
+    {
+        // The rest of the oversized frame is still unread; closing now would reset the TCP
+        // connection and could destroy the close frame before the client reads it.
+        tokio::time::sleep(OVERSIZE_LINGER).await;
+    }
+    drop(stream);
     tracing::info!(
         session = %session.name(),
         client = %connected.client_id,
@@ -141,7 +197,7 @@ async fn connection(server: Server, socket: WebSocket, peer: IpAddr) {
 async fn handshake(
     server: &Server,
     stream: &mut Stream,
-    peer: IpAddr,
+    peer: Option<IpAddr>,
 ) -> Result<(Arc<Session>, (Option<String>, crate::auth::Permissions)), Error> {
     let deadline = Duration::from_millis(server.inner.options.hello_timeout_ms);
     let codec = Codec::new(server.inner.options.max_frame_bytes as usize);
@@ -153,6 +209,13 @@ async fn handshake(
                     None,
                     "no `hello` in time",
                 ));
+            }
+            Ok(Some(Err(err))) if is_capacity_error(&err) => {
+                return Err(Error::Protocol(ProtocolError::new(
+                    ErrorCode::FrameTooLarge,
+                    None,
+                    "frame exceeds the server's frame size limit",
+                )));
             }
             Ok(None) | Ok(Some(Err(_))) => return Err(Error::Disconnected),
             Ok(Some(Ok(message))) => message,
@@ -187,7 +250,8 @@ async fn handshake(
             "protocol version 1 only",
         ));
     }
-    if server.inner.limiter.is_limited(peer) {
+    let limiter = &server.inner.limiter;
+    if peer.is_some_and(|peer| limiter.is_limited(peer)) {
         return Err(Error::protocol(
             ErrorCode::RateLimited,
             None,
@@ -195,8 +259,24 @@ async fn handshake(
         ));
     }
     let failed = || Error::protocol(ErrorCode::AuthFailed, None, "authentication failed");
+    // Argon2 costs ~19 MiB and tens of milliseconds per check: bound how many run at once so a
+    // login storm cannot exhaust memory or the blocking thread pool.
+    let _permit = server
+        .inner
+        .auth_permits
+        .acquire()
+        .await
+        .map_err(|_| failed())?;
     let Ok(session) = server.inner.broker.session(&hello.session) else {
-        server.inner.limiter.record_failure(peer);
+        if let Some(peer) = peer {
+            limiter.record_failure(peer);
+        }
+        if let sealbus::protocol::Auth::Password(password) = hello.auth {
+            let _ = tokio::task::spawn_blocking(move || {
+                crate::auth::verify_against_dummy(&password);
+            })
+            .await;
+        }
         return Err(failed());
     };
     let checked = {
@@ -211,7 +291,9 @@ async fn handshake(
     match checked {
         Ok(granted) => Ok((session, granted)),
         Err(err) => {
-            server.inner.limiter.record_failure(peer);
+            if let Some(peer) = peer {
+                limiter.record_failure(peer);
+            }
             SessionMetrics::add(&session.metrics().auth_failures, 1);
             Err(err)
         }
@@ -222,7 +304,7 @@ async fn read_loop(
     session: &Arc<Session>,
     key: u64,
     outbox: &Outbox,
-    mut stream: Stream,
+    stream: &mut Stream,
     codec: Codec,
     keepalive: Duration,
 ) {
@@ -245,10 +327,7 @@ async fn read_loop(
             }
             Ok(None) => return,
             Ok(Some(Err(err))) => {
-                if matches!(
-                    err.into_inner().downcast_ref::<tungstenite::Error>(),
-                    Some(tungstenite::Error::Capacity(_))
-                ) {
+                if is_capacity_error(&err) {
                     kill.kill(frame_too_large());
                 }
                 return;
@@ -290,6 +369,14 @@ async fn read_loop(
     }
 }
 
+/// Whether a read failed because the frame is over the WebSocket layer's size limit.
+fn is_capacity_error(err: &axum::Error) -> bool {
+    matches!(
+        std::error::Error::source(err).and_then(|e| e.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
 fn frame_too_large() -> Kill {
     Kill {
         code: ErrorCode::FrameTooLarge,
@@ -307,7 +394,7 @@ fn push_error(outbox: &Outbox, err: &ProtocolError) {
 /// Drains the outbound queue to the socket; on kill, writes the reason and closes.
 async fn writer(
     mut sink: Sink,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut rx: Inbox,
     kill: Arc<KillSwitch>,
     metrics: Arc<SessionMetrics>,
 ) {
@@ -345,7 +432,7 @@ async fn writer(
     };
     if reason.drain {
         let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            while let Ok(item) = rx.try_recv() {
+            while let Some(item) = rx.try_recv() {
                 if let Some(text) = item.text()
                     && sink.send(Message::Text(text.clone())).await.is_err()
                 {

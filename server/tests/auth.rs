@@ -213,3 +213,42 @@ async fn upgrade_needs_the_subprotocol_and_passes_the_hook() {
     let no_protocol = format!("ws://{addr}/ws?key=let-me-in");
     assert!(tokio_tungstenite::connect_async(no_protocol).await.is_err());
 }
+
+#[tokio::test]
+async fn full_sessions_and_missing_hello_close_the_connection() {
+    let t = start_with(Config {
+        sessions: vec![common::session_with("s1", "pw", |s| s.max_clients = 1)],
+        server: ServerOptions {
+            hello_timeout_ms: 200,
+            ..ServerOptions::default()
+        },
+        ..Config::default()
+    })
+    .await;
+    let _first = Client::join(t.addr, "s1", "pw", "one").await;
+    let (mut second, error) = Client::hello_raw(
+        t.addr,
+        json!({"type":"hello","v":1,"session":"s1","auth":{"password":"pw"},"client_id":"two"}),
+    )
+    .await;
+    assert_eq!(error["code"], 4002);
+    assert_eq!(second.expect_close().await.1, 4302);
+    // Taking over an id already connected is not an extra client.
+    let _again = Client::join(t.addr, "s1", "pw", "one").await;
+
+    let mut mute = Client::connect(t.addr).await;
+    let (errors, close) = mute.expect_close().await;
+    assert_eq!(errors[0]["code"], 1006);
+    assert_eq!(close, 4006);
+}
+
+#[tokio::test]
+async fn a_configured_argon2_hash_is_accepted() {
+    let mut config = session("hashed", "unused");
+    config.password = None;
+    config.password_hash = Some(sealbus_server::auth::hash_password("from-hash").unwrap());
+    let t = start(vec![config]).await;
+    let _client = Client::join(t.addr, "hashed", "from-hash", "h").await;
+    let (_, error) = Client::hello_raw(t.addr, hello("hashed", json!({"password":"unused"}))).await;
+    assert_eq!(error["code"], 2001);
+}

@@ -40,6 +40,7 @@ pub(crate) async fn document() -> Json<Value> {
                     "max_inflight": {"type": "integer"}, "history_size": {"type": "integer"},
                     "offline_queue_size": {"type": "integer"}, "session_expiry_secs": {"type": "integer"},
                     "keepalive_ms": {"type": "integer"}, "outbound_queue": {"type": "integer"},
+                    "outbound_queue_bytes": {"type": "integer"},
                     "slow_consumer_drops": {"type": "integer"}}},
                 "NewSession": {"allOf": [{"$ref": "#/components/schemas/Settings"}, {"type": "object",
                     "required": ["name"], "properties": {"name": {"type": "string"}, "password": {"type": "string"},
@@ -52,7 +53,7 @@ pub(crate) async fn document() -> Json<Value> {
                     "maxRetryLimit": {"type": "integer"}}},
                 "Publish": {"type": "object", "required": ["topic", "data"], "properties": {
                     "topic": {"type": "string"}, "data": {"type": "object", "description": "payload as in PROTOCOL.md §3"},
-                    "retain": {"type": "boolean"}}},
+                    "retain": {"type": "boolean"}, "qos": {"type": "integer", "enum": [0, 1]}}},
                 "TokenRequest": {"type": "object", "required": ["client_id"], "properties": {
                     "client_id": {"type": "string"}, "ttl_secs": {"type": "integer"},
                     "pub": {"type": "array", "items": {"type": "string"}},

@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use sealbus::protocol::{ErrorCode, Payload};
+use sealbus::protocol::{ErrorCode, Payload, Qos};
 use sealbus::topic::{is_reserved, validate_filter, validate_topic};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -34,8 +34,25 @@ pub(crate) async fn list(_: AdminAuth, State(server): State<Server>) -> Json<Val
     Json(json!({ "sessions": sessions }))
 }
 
-fn create_from(server: &Server, config: SessionConfig) -> Result<Response, ApiError> {
-    let session = server.create_session(&config)?;
+/// Runs Argon2 work off the async worker threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> crate::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Internal,
+                err.to_string(),
+            )
+        })?
+        .map_err(ApiError::from)
+}
+
+async fn create_from(server: &Server, config: SessionConfig) -> Result<Response, ApiError> {
+    let creator = server.clone();
+    let session = blocking(move || creator.create_session(&config)).await?;
     tracing::info!(session = %session.name(), "session created");
     Ok((StatusCode::CREATED, Json(view(&session))).into_response())
 }
@@ -48,7 +65,7 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     let config: SessionConfig = parse(&body)?;
     check_settings_keys(&body)?;
-    create_from(&server, config)
+    create_from(&server, config).await
 }
 
 /// Rejects unknown keys (serde cannot deny them through a flattened struct).
@@ -98,7 +115,7 @@ pub(crate) async fn create_compat(
         token_secret: None,
         settings,
     };
-    create_from(&server, config)
+    create_from(&server, config).await
 }
 
 /// `GET /api/sessions/{name}`.
@@ -132,7 +149,8 @@ pub(crate) async fn update(
         let password = password
             .as_str()
             .ok_or_else(|| ApiError::invalid("`password` must be a string"))?;
-        record.password_hash = Some(auth::hash_password(password)?);
+        let password = password.to_owned();
+        record.password_hash = Some(blocking(move || auth::hash_password(&password)).await?);
     }
     if let Some(hash) = changes.remove("password_hash") {
         let hash = hash
@@ -153,7 +171,7 @@ pub(crate) async fn update(
     }
     record.settings =
         serde_json::from_value(settings).map_err(|err| ApiError::invalid(err.to_string()))?;
-    let session = server.broker().update_session(record)?;
+    let session = server.update_session(record)?;
     tracing::info!(session = %name, "session updated");
     Ok(Json(view(&session)))
 }
@@ -186,6 +204,8 @@ struct HttpPublish {
     data: Payload,
     #[serde(default)]
     retain: bool,
+    #[serde(default)]
+    qos: Qos,
 }
 
 /// `POST /api/sessions/{name}/publish`.
@@ -207,7 +227,7 @@ pub(crate) async fn publish(
         ));
     }
     let (offset, mid) = session
-        .publish_as_admin(request.topic, request.data, request.retain)
+        .publish_as_admin(request.topic, request.data, request.qos, request.retain)
         .map_err(|err| ApiError::from(crate::error::Error::Protocol(err)))?;
     Ok(Json(json!({ "offset": offset, "mid": mid })))
 }

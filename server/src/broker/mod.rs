@@ -6,15 +6,18 @@
 //! every decoded frame to [`Session::handle`]; answers and deliveries are pushed to the outboxes.
 
 mod acks;
+mod dedup;
 mod outbox;
 mod routing;
 mod session;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-pub use outbox::{Kill, KillSwitch, Outbound, Outbox};
+pub use outbox::{Inbox, Kill, KillSwitch, Outbound, Outbox, QueueLimits};
 pub use session::{ClientInfo, ClientKey, Connected, Flow, Session};
 
 use sealbus::protocol::{ErrorCode, Message};

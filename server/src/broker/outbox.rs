@@ -3,14 +3,16 @@
 //! The broker pushes encoded frames with `try_send` (never waiting, never under an `.await`), so a
 //! slow client cannot slow the publisher or the other subscribers: QoS 0 copies are dropped when
 //! the queue is full, and a client that keeps its queue full is disconnected as a slow consumer.
+//! The queue is bounded both in frames and in bytes, so large messages cannot pile up either.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
 use sealbus::protocol::ErrorCode;
 use tokio::sync::{mpsc, watch};
 
+use crate::config::SessionSettings;
 use crate::metrics::SessionMetrics;
 
 /// One item of an outbound queue: encoded JSON text, shared between subscribers when identical.
@@ -37,6 +39,56 @@ impl Outbound {
                 (!cancelled.load(Ordering::Acquire)).then_some(text)
             }
         }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Outbound::Frame(text) | Outbound::Withdrawable { text, .. } => text.len(),
+        }
+    }
+}
+
+/// The bounds of an outbound queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Most frames queued.
+    pub frames: usize,
+    /// Most bytes queued (a single larger frame is still accepted into an empty queue).
+    pub bytes: usize,
+    /// QoS 0 copies dropped in a row before the client is disconnected as a slow consumer.
+    pub drop_tolerance: u32,
+}
+
+impl From<&SessionSettings> for QueueLimits {
+    fn from(settings: &SessionSettings) -> Self {
+        QueueLimits {
+            frames: settings.outbound_queue as usize,
+            bytes: usize::try_from(settings.outbound_queue_bytes).unwrap_or(usize::MAX),
+            drop_tolerance: settings.slow_consumer_drops,
+        }
+    }
+}
+
+/// The receiving side of a client's queue, read by its writer.
+#[derive(Debug)]
+pub struct Inbox {
+    rx: mpsc::Receiver<Outbound>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+impl Inbox {
+    /// The next queued frame; `None` once the client left the session.
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        let item = self.rx.recv().await?;
+        self.queued_bytes.fetch_sub(item.len(), Ordering::Relaxed);
+        Some(item)
+    }
+
+    /// The next queued frame if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        let item = self.rx.try_recv().ok()?;
+        self.queued_bytes.fetch_sub(item.len(), Ordering::Relaxed);
+        Some(item)
     }
 }
 
@@ -90,26 +142,25 @@ pub struct Outbox {
     tx: mpsc::Sender<Outbound>,
     kill: Arc<KillSwitch>,
     drops_in_a_row: Arc<AtomicU32>,
-    drop_tolerance: u32,
+    queued_bytes: Arc<AtomicUsize>,
+    limits: QueueLimits,
     metrics: Arc<SessionMetrics>,
 }
 
 impl Outbox {
-    /// A queue of `capacity` frames; returns the broker's side and the writer's receiver.
-    pub fn new(
-        capacity: usize,
-        drop_tolerance: u32,
-        metrics: Arc<SessionMetrics>,
-    ) -> (Outbox, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+    /// A queue with `limits`; returns the broker's side and the writer's side.
+    pub fn new(limits: QueueLimits, metrics: Arc<SessionMetrics>) -> (Outbox, Inbox) {
+        let (tx, rx) = mpsc::channel(limits.frames.max(1));
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let outbox = Outbox {
             tx,
             kill: Arc::new(KillSwitch::new()),
             drops_in_a_row: Arc::new(AtomicU32::new(0)),
-            drop_tolerance,
+            queued_bytes: queued_bytes.clone(),
+            limits,
             metrics,
         };
-        (outbox, rx)
+        (outbox, Inbox { rx, queued_bytes })
     }
 
     /// The connection's kill switch.
@@ -122,29 +173,41 @@ impl Outbox {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
+    /// Queues `item` unless the queue is full in frames or bytes; gives it back when full.
+    fn try_push(&self, item: Outbound) -> Result<(), Option<Outbound>> {
+        let len = item.len();
+        let queued = self.queued_bytes.load(Ordering::Relaxed);
+        if queued > 0 && queued.saturating_add(len) > self.limits.bytes {
+            return Err(Some(item));
+        }
+        match self.tx.try_send(item) {
+            Ok(()) => {
+                self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+                self.drops_in_a_row.store(0, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(item)) => Err(Some(item)),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(None),
+        }
+    }
+
     /// Queues a frame that must not be lost (answers, QoS 1 and ack copies); a full queue
     /// disconnects the client as a slow consumer.
     pub fn push(&self, item: Outbound) {
-        match self.tx.try_send(item) {
-            Ok(()) => self.drops_in_a_row.store(0, Ordering::Relaxed),
-            Err(mpsc::error::TrySendError::Full(_)) => self.slow_consumer(),
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        if let Err(Some(_)) = self.try_push(item) {
+            self.slow_consumer();
         }
     }
 
     /// Queues a QoS 0 copy; a full queue drops it, and too many drops in a row disconnect the
     /// client as a slow consumer.
     pub fn push_droppable(&self, text: Utf8Bytes) {
-        match self.tx.try_send(Outbound::Frame(text)) {
-            Ok(()) => self.drops_in_a_row.store(0, Ordering::Relaxed),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                SessionMetrics::add(&self.metrics.drops, 1);
-                let drops = self.drops_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
-                if drops > self.drop_tolerance {
-                    self.slow_consumer();
-                }
+        if let Err(Some(_)) = self.try_push(Outbound::Frame(text)) {
+            SessionMetrics::add(&self.metrics.drops, 1);
+            let drops = self.drops_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+            if drops > self.limits.drop_tolerance {
+                self.slow_consumer();
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 

@@ -28,6 +28,26 @@ struct AckSpec {
     qos: Qos,
 }
 
+/// Answers a publish whose message id was seen within the dedup window: not delivered again.
+fn answer_duplicate(
+    state: &State,
+    publisher: Option<ClientKey>,
+    id: Option<u64>,
+    mid: &str,
+    offset: Option<u64>,
+) {
+    if let (Some(publisher), Some(id)) = (publisher, id) {
+        let published = ServerFrame::Published(Published {
+            id,
+            mid: mid.to_owned(),
+            offset,
+            duplicate: true,
+            queued: false,
+        });
+        state.send(publisher, &published);
+    }
+}
+
 fn not_connected(id: Option<u64>) -> ProtocolError {
     ProtocolError::new(ErrorCode::Disconnected, id, "connection is closing")
 }
@@ -155,22 +175,49 @@ impl Session {
         &self,
         topic: String,
         data: Payload,
+        qos: Qos,
         retain: bool,
     ) -> Result<(u64, String), ProtocolError> {
-        let mid = format!("a-{}", crate::auth::random_token::<9>());
         let publish = Publish {
             id: None,
-            mid: Some(mid.clone()),
+            mid: None,
             topic,
             data,
-            qos: Qos::AtMostOnce,
+            qos,
             retain,
             ack: None,
             notify_dead: false,
         };
         let mut state = self.lock();
         self.route(&mut state, &Arc::from(ADMIN_ID), None, publish)?;
-        Ok((state.last_offset, mid))
+        let offset = state.last_offset;
+        Ok((offset, self.server_mid(offset)))
+    }
+
+    /// Delivers a message that another node published (handed over by a [`Backplane`]) to this
+    /// node's matching subscribers, as QoS 0 copies; it is not handed back to the backplane.
+    ///
+    /// [`Backplane`]: super::Backplane
+    pub fn deliver_remote(&self, message: &Message) {
+        let state = self.lock();
+        let mut targets = Vec::new();
+        state
+            .index
+            .for_each_match(&message.topic, |k| targets.push(*k));
+        targets.sort_unstable();
+        targets.dedup();
+        let copy = Message {
+            did: None,
+            aid: None,
+            ..message.clone()
+        };
+        if let Some(text) = encode(&ServerFrame::Message(copy)) {
+            for key in &targets {
+                if let Some(client) = state.clients.get(key) {
+                    client.outbox.push_droppable(text.clone());
+                }
+            }
+        }
     }
 
     /// Routes a validated publish: offset, retained, fan-out, answers. Returns the ack id of a
@@ -183,10 +230,20 @@ impl Session {
         f: Publish,
     ) -> Result<Option<u64>, ProtocolError> {
         self.check_size(&f.data, f.id)?;
+        if let Some(mid) = &f.mid
+            && let Some(offset) = state.dedup.seen(mid)
+        {
+            answer_duplicate(state, publisher, f.id, mid, offset);
+            return Ok(None);
+        }
         state.last_offset += 1;
         let offset = state.last_offset;
+        if let Some(mid) = &f.mid {
+            state.dedup.record(mid, Some(offset));
+        }
         let ts = now_ms();
-        let mid = f.mid.unwrap_or_else(|| format!("{}-{offset}", self.epoch));
+        let mid_given = f.mid.is_some();
+        let mid = f.mid.unwrap_or_else(|| self.server_mid(offset));
         if f.retain {
             let retained = (!f.data.is_empty()).then(|| Retained {
                 topic: f.topic.clone(),
@@ -208,7 +265,7 @@ impl Session {
             from: from.to_string(),
             ts,
             offset: Some(offset),
-            mid: (f.qos == Qos::AtLeastOnce).then(|| mid.clone()),
+            mid: (mid_given || f.qos == Qos::AtLeastOnce).then(|| mid.clone()),
             qos: f.qos,
             did: None,
             aid: None,
@@ -272,6 +329,8 @@ impl Session {
                 None
             }
         };
+        message.aid = None;
+        message.did = None;
         self.backplane.publish(self.name(), &message);
         Ok(aid)
     }
@@ -349,6 +408,13 @@ impl Session {
                 format!("client `{}` is not connected", f.to),
             ));
         };
+        if let Some(mid) = &f.mid {
+            if let Some(offset) = state.dedup.seen(mid) {
+                answer_duplicate(&state, Some(key), f.id, mid, offset);
+                return Ok(());
+            }
+            state.dedup.record(mid, None);
+        }
         let mid = f
             .mid
             .unwrap_or_else(|| format!("s-{}", crate::auth::random_token::<9>()));
@@ -407,6 +473,11 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// The message id the server gives a publish that came without one: unique per epoch.
+    fn server_mid(&self, offset: u64) -> String {
+        format!("{}-{offset}", self.epoch)
     }
 
     fn check_size(&self, data: &Payload, id: Option<u64>) -> Result<(), ProtocolError> {

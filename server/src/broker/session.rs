@@ -10,6 +10,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::Backplane;
 use super::acks::AckCollection;
+use super::dedup::Dedup;
 use super::outbox::{Kill, Outbound, Outbox};
 use crate::auth::{self, Permissions};
 use crate::config::SessionSettings;
@@ -74,6 +75,7 @@ pub(super) struct State {
     pub(super) acks: HashMap<u64, AckCollection>,
     /// Finished collections in the order they finished, so expiring them costs nothing per publish.
     pub(super) finished_acks: std::collections::VecDeque<(std::time::Instant, u64)>,
+    pub(super) dedup: Dedup,
 }
 
 impl State {

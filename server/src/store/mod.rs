@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::SessionSettings;
 
 /// A session definition as stored: name, credentials (hashed) and settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
     /// Session name.
     pub name: String,
@@ -24,6 +24,21 @@ pub struct SessionRecord {
     pub token_secret: String,
     /// Settings and limits.
     pub settings: SessionSettings,
+}
+
+/// Debug output never shows the password hash or the token secret.
+impl std::fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("name", &self.name)
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| "<redacted>"),
+            )
+            .field("token_secret", &"<redacted>")
+            .field("settings", &self.settings)
+            .finish()
+    }
 }
 
 /// A retained message.

@@ -104,6 +104,29 @@ impl Client {
         self.ws.send(Message::Text(text.into())).await.unwrap();
     }
 
+    /// Sends a WebSocket-level ping and waits for its pong (JSON frames are skipped).
+    pub async fn ws_ping(&mut self, payload: &[u8]) {
+        self.ws
+            .send(Message::Ping(payload.to_vec().into()))
+            .await
+            .unwrap();
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a pong")
+                .expect("connection ended")
+                .expect("read error");
+            match message {
+                Message::Pong(data) => {
+                    assert_eq!(&data[..], payload);
+                    return;
+                }
+                Message::Close(close) => panic!("unexpected close: {close:?}"),
+                _ => {}
+            }
+        }
+    }
+
     pub async fn send_binary(&mut self, bytes: Vec<u8>) {
         self.ws.send(Message::Binary(bytes.into())).await.unwrap();
     }
@@ -166,6 +189,25 @@ impl Client {
                 Some(Ok(Message::Close(None))) | None => return (errors, 1005),
                 Some(Ok(_)) => {}
                 Some(Err(err)) => panic!("read error before close: {err}"),
+            }
+        }
+    }
+}
+
+impl Client {
+    /// Reads until the connection ends; returns the frames seen and the close code, if a close
+    /// frame arrived (a connection dropped without one gives `None`).
+    pub async fn read_to_end(&mut self) -> (Vec<Value>, Option<u16>) {
+        let mut frames = Vec::new();
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for the end");
+            match next {
+                Some(Ok(Message::Text(text))) => frames.push(serde_json::from_str(&text).unwrap()),
+                Some(Ok(Message::Close(Some(frame)))) => return (frames, Some(frame.code.into())),
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return (frames, None),
+                Some(Ok(_)) => {}
             }
         }
     }

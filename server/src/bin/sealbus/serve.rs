@@ -10,7 +10,10 @@ use sealbus_server::config::{Config, SessionConfig};
 /// Options of `sealbus serve`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Example:\n  sealbus serve --demo\n  sealbus serve --config sealbus.toml --listen 0.0.0.0:7070"
+    after_help = "Logs go to stderr: RUST_LOG sets the level (e.g. RUST_LOG=debug), \
+                  SEALBUS_LOG_FORMAT=json writes JSON lines.\n\nExamples:\n  \
+                  sealbus serve --demo\n  \
+                  sealbus serve --config sealbus.toml --listen 0.0.0.0:7070"
 )]
 pub(crate) struct ServeArgs {
     /// TOML configuration file (sessions, admin token, limits).
@@ -59,38 +62,64 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr()?;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "sealbus listening on {addr}")?;
-        writeln!(out, "  WebSocket: ws://{addr}/ws (subprotocol sealbus.v1)")?;
-        writeln!(out, "  Admin API: http://{addr}/api (OpenAPI at /api/openapi.json)")?;
-        if server.admin_token_generated() {
-            writeln!(out, "  Admin token (generated, shown once): {}", server.admin_token())?;
-        }
-        if args.demo {
-            writeln!(out, "Demo session: name `demo`, password `demo`. Try:")?;
-            writeln!(
-                out,
-                "  websocat -H 'Sec-WebSocket-Protocol: sealbus.v1' ws://{addr}/ws\n  \
-                 {{\"type\":\"hello\",\"v\":1,\"session\":\"demo\",\"auth\":{{\"password\":\"demo\"}}}}\n  \
-                 {{\"type\":\"subscribe\",\"id\":1,\"filter\":\"#\"}}"
-            )?;
-            writeln!(
-                out,
-                "  curl -H 'Authorization: Bearer {}' -d '{{\"topic\":\"hello\",\"data\":{{\"json\":\"hi\"}}}}' http://{addr}/api/sessions/demo/publish",
-                server.admin_token()
-            )?;
-        }
-        out.flush()?;
-        drop(out);
+        print_banner(&server, addr, args.demo);
         tracing::info!(%addr, "listening");
         let stopper = server.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::info!("shutting down");
-                stopper.shutdown();
-            }
+            stop_signal().await;
+            tracing::info!("shutting down");
+            stopper.shutdown();
         });
         server.serve(listener).await?;
         Ok(())
     })
+}
+
+/// Prints where to connect on stdout (the first line names the bound address, for scripts).
+/// A closed stdout must not stop the server, so write errors are ignored.
+fn print_banner(server: &Server, addr: std::net::SocketAddr, demo: bool) {
+    let mut text = format!(
+        "sealbus listening on {addr}\n  WebSocket: ws://{addr}/ws (subprotocol sealbus.v1)\n  \
+         Admin API: http://{addr}/api (OpenAPI at /api/openapi.json)\n"
+    );
+    if server.admin_token_generated() {
+        text.push_str(&format!(
+            "  Admin token (generated, shown once): {}\n",
+            server.admin_token()
+        ));
+    }
+    if demo {
+        text.push_str(&format!(
+            "Demo session: name `demo`, password `demo`. Try:\n  \
+             websocat --protocol sealbus.v1 ws://{addr}/ws\n  \
+             {{\"type\":\"hello\",\"v\":1,\"session\":\"demo\",\"auth\":{{\"password\":\"demo\"}}}}\n  \
+             {{\"type\":\"subscribe\",\"id\":1,\"filter\":\"#\"}}\n  \
+             curl -H \"Authorization: Bearer {}\" -d '{{\"topic\":\"hello\",\"data\":{{\"json\":\"hi\"}}}}' \
+             http://{addr}/api/sessions/demo/publish\n",
+            if server.admin_token_generated() {
+                server.admin_token()
+            } else {
+                "$SEALBUS_ADMIN_TOKEN"
+            }
+        ));
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+/// Resolves on Ctrl-C, or on SIGTERM (what service managers and containers send) on Unix.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -1,0 +1,195 @@
+//! Broker tests without sockets: frames in through `Session::handle`, frames out of the queues.
+
+use std::sync::Arc;
+
+use sealbus::protocol::{ClientFrame, Codec};
+use serde_json::{Value, json};
+
+use super::{Broker, Inbox, LocalBackplane, Outbound, Outbox, QueueLimits, Session};
+use crate::auth::Permissions;
+use crate::config::SessionSettings;
+use crate::store::{MemoryStore, SessionRecord};
+
+fn session() -> Arc<Session> {
+    let broker = Broker::new(Arc::new(MemoryStore::new()), Arc::new(LocalBackplane));
+    broker
+        .create_session(SessionRecord {
+            name: "s".into(),
+            password_hash: None,
+            token_secret: "t".into(),
+            settings: SessionSettings::default(),
+        })
+        .unwrap()
+}
+
+fn limits(frames: usize) -> QueueLimits {
+    QueueLimits {
+        frames,
+        bytes: 1 << 20,
+        drop_tolerance: 8,
+    }
+}
+
+fn join(session: &Session, id: &str) -> (u64, Inbox) {
+    let (outbox, mut rx) = Outbox::new(limits(64), session.metrics().clone());
+    let connected = session
+        .connect(Some(id.into()), Permissions::default(), outbox)
+        .unwrap();
+    assert!(matches!(frame(&mut rx), Some(v) if v["type"] == "welcome"));
+    (connected.key, rx)
+}
+
+fn handle(session: &Arc<Session>, key: u64, frame: Value) {
+    let frame: ClientFrame = Codec::default()
+        .decode_client(frame.to_string().as_bytes())
+        .unwrap();
+    session.handle(key, frame);
+}
+
+fn frame(rx: &mut Inbox) -> Option<Value> {
+    let item = rx.try_recv()?;
+    let text = item.text()?;
+    Some(serde_json::from_str(text).unwrap())
+}
+
+#[tokio::test]
+async fn a_qos0_message_is_encoded_once_for_all_subscribers() {
+    let session = session();
+    let (a, mut rx_a) = join(&session, "a");
+    let (b, mut rx_b) = join(&session, "b");
+    for key in [a, b] {
+        handle(
+            &session,
+            key,
+            json!({"type":"subscribe","id":1,"filter":"t"}),
+        );
+    }
+    frame(&mut rx_a);
+    frame(&mut rx_b);
+    handle(
+        &session,
+        a,
+        json!({"type":"publish","topic":"t","data":{"json":1}}),
+    );
+    let (Some(Outbound::Frame(x)), Some(Outbound::Frame(y))) = (rx_a.try_recv(), rx_b.try_recv())
+    else {
+        panic!("both subscribers get a frame");
+    };
+    assert_eq!(x.as_ptr(), y.as_ptr(), "one shared encoding");
+}
+
+#[tokio::test]
+async fn cancelled_copies_are_withdrawn_from_the_queue() {
+    let session = session();
+    let (publisher, mut rx_p) = join(&session, "p");
+    let (sub, mut rx_s) = join(&session, "s");
+    handle(
+        &session,
+        sub,
+        json!({"type":"subscribe","id":1,"filter":"t"}),
+    );
+    frame(&mut rx_s);
+    handle(
+        &session,
+        publisher,
+        json!({"type":"publish","id":2,"topic":"t","data":{"json":1},"ack":{"timeout_ms":60000}}),
+    );
+    let expect = frame(&mut rx_p).unwrap();
+    assert_eq!(
+        (expect["type"].clone(), expect["expected"].clone()),
+        (json!("ack_expect"), json!(["s"]))
+    );
+    handle(
+        &session,
+        publisher,
+        json!({"type":"ack_cancel","aid":expect["aid"]}),
+    );
+    assert_eq!(frame(&mut rx_p).unwrap()["outcome"], "cancelled");
+    let queued = rx_s.try_recv().unwrap();
+    assert!(queued.text().is_none(), "the queued copy is withdrawn");
+}
+
+#[tokio::test]
+async fn leaving_answers_disconnected_and_takeover_kills_the_old_connection() {
+    let session = session();
+    let (publisher, mut rx_p) = join(&session, "p");
+    let (sub, _rx_s) = join(&session, "s");
+    handle(
+        &session,
+        sub,
+        json!({"type":"subscribe","id":1,"filter":"t"}),
+    );
+    handle(
+        &session,
+        publisher,
+        json!({"type":"publish","id":2,"topic":"t","data":{"json":1},"ack":{"timeout_ms":60000}}),
+    );
+    frame(&mut rx_p);
+    let (outbox, _rx) = Outbox::new(limits(8), session.metrics().clone());
+    let old_kill = {
+        let state = session.lock();
+        state.clients[&sub].outbox.kill_switch().clone()
+    };
+    session
+        .connect(Some("s".into()), Permissions::default(), outbox)
+        .unwrap();
+    assert_eq!(
+        old_kill.reason().map(|k| k.code),
+        Some(sealbus::protocol::ErrorCode::Replaced)
+    );
+    let response = frame(&mut rx_p).unwrap();
+    assert_eq!(
+        (response["from"].clone(), response["code"].clone()),
+        (json!("s"), json!(6005))
+    );
+    assert_eq!(frame(&mut rx_p).unwrap()["outcome"], "complete");
+}
+
+#[tokio::test]
+async fn messages_from_the_backplane_reach_local_subscribers() {
+    let session = session();
+    let (sub, mut rx) = join(&session, "s");
+    handle(
+        &session,
+        sub,
+        json!({"type":"subscribe","id":1,"filter":"a/+"}),
+    );
+    frame(&mut rx);
+    let message: sealbus::protocol::Message = serde_json::from_value(json!({
+        "topic": "a/b", "data": {"json": 1}, "from": "elsewhere", "ts": 1, "offset": 9
+    }))
+    .unwrap();
+    session.deliver_remote(&message);
+    let got = frame(&mut rx).unwrap();
+    assert_eq!(
+        (got["from"].clone(), got["topic"].clone()),
+        (json!("elsewhere"), json!("a/b"))
+    );
+}
+
+#[test]
+fn the_queue_is_bounded_in_bytes_too() {
+    let metrics = std::sync::Arc::new(crate::metrics::SessionMetrics::default());
+    let limits = QueueLimits {
+        frames: 100,
+        bytes: 10,
+        drop_tolerance: 1,
+    };
+    let (outbox, mut inbox) = Outbox::new(limits, metrics.clone());
+    outbox.push_droppable("123456".into());
+    outbox.push_droppable("123456".into());
+    assert_eq!(
+        outbox.depth(),
+        1,
+        "the second copy would pass the byte bound"
+    );
+    assert!(outbox.kill_switch().reason().is_none());
+    outbox.push_droppable("123456".into());
+    assert!(
+        outbox.kill_switch().reason().is_some(),
+        "too many drops in a row"
+    );
+    assert!(inbox.try_recv().is_some());
+    outbox.push_droppable("1234567890123".into());
+    assert_eq!(outbox.depth(), 1, "one oversized frame fits an empty queue");
+}
