@@ -439,3 +439,42 @@ async fn invalid_options_fail_before_connecting() {
     let err = Client::connect(options).await.unwrap_err();
     assert!(matches!(err, Error::InvalidOption(_)));
 }
+
+#[tokio::test]
+async fn silent_server_is_pinged_then_dropped_and_reconnected() {
+    let (listener, options) = listen().await;
+    let options = options
+        .keepalive(Duration::from_millis(100), Duration::from_millis(100))
+        .reconnect(ReconnectPolicy {
+            initial_delay_ms: 10,
+            max_delay_ms: 20,
+            ..ReconnectPolicy::default()
+        });
+    let server = tokio::spawn(async move {
+        let (mut peer, _) = Peer::welcome(&listener).await;
+        assert_eq!(peer.recv().await.unwrap(), json!({"type": "ping"}));
+        // No answer: the client gives the connection up and comes back.
+        assert!(peer.recv().await.is_none());
+        let (mut peer, _) = Peer::welcome(&listener).await;
+        assert_eq!(peer.recv().await.unwrap(), json!({"type": "bye"}));
+    });
+    let client = Client::connect(options).await.unwrap();
+    let mut events = client.events();
+    let state = client.state_change(&ConnectionState::Connected).await;
+    assert!(
+        matches!(
+            state,
+            ConnectionState::Disconnected { .. } | ConnectionState::Reconnecting { attempt: 1 }
+        ),
+        "{state:?}"
+    );
+    loop {
+        match tokio::time::timeout(WAIT, events.next()).await.unwrap() {
+            Some(ClientEvent::State(ConnectionState::Connected)) => break,
+            Some(_) => {}
+            None => panic!("client gone"),
+        }
+    }
+    client.close().await;
+    tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
+}
