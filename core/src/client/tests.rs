@@ -478,3 +478,40 @@ async fn silent_server_is_pinged_then_dropped_and_reconnected() {
     client.close().await;
     tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_handler_can_unsubscribe_itself() {
+    let (listener, options) = listen().await;
+    let server = tokio::spawn(async move {
+        let (mut peer, _) = Peer::welcome(&listener).await;
+        peer.confirm_subscribe(1).await;
+        peer.send(
+            json!({"type": "message", "topic": "once", "data": {"json": 1},
+            "from": "p", "ts": 1, "offset": 2}),
+        )
+        .await;
+        let unsub = peer.recv().await.unwrap();
+        assert_eq!(unsub["type"], "unsubscribe");
+        assert_eq!(unsub["filter"], "once");
+        peer.send(json!({"type": "unsubscribed", "id": unsub["id"], "filter": "once"}))
+            .await;
+        assert_eq!(peer.recv().await.unwrap(), json!({"type": "bye"}));
+    });
+    let client = Client::connect(options).await.unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let once: SubscriptionHandler = Arc::new(move |message, subscription| {
+        let tx = tx.clone();
+        Box::pin(async move {
+            subscription
+                .unsubscribe()
+                .await
+                .map_err(|e| e.to_string())?;
+            tx.send(message.topic).map_err(|e| e.to_string())
+        })
+    });
+    client.subscribe_with_handle("once", once).await.unwrap();
+    let topic = tokio::time::timeout(WAIT, rx.recv()).await.unwrap();
+    assert_eq!(topic.as_deref(), Some("once"));
+    client.close().await;
+    tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
+}
