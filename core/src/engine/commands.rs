@@ -244,9 +244,6 @@ impl Engine {
             },
             now,
         );
-        if let Some(sub) = self.subs.get_mut(filter) {
-            sub.request = Some(id);
-        }
         let frame = Subscribe {
             id,
             filter: filter.to_owned(),

@@ -116,7 +116,6 @@ impl Engine {
         let Some(sub) = self.subs.get_mut(&filter) else {
             return;
         };
-        sub.request = None;
         let resubscribe = sub.last.is_some();
         let not_recovered = resubscribe && frame.recovery == Some(Recovery::NotRecovered);
         let same_epoch = sub
@@ -225,7 +224,6 @@ impl Engine {
         match request {
             Some(Request::Subscribe { filter }) => {
                 if let Some(sub) = self.subs.get_mut(&filter) {
-                    sub.request = None;
                     let waiting = std::mem::take(&mut sub.waiting);
                     let confirmed = !sub.handlers.is_empty();
                     if !confirmed {
@@ -387,7 +385,6 @@ impl Engine {
             match request {
                 Request::Subscribe { filter } => {
                     if let Some(sub) = self.subs.get_mut(&filter) {
-                        sub.request = None;
                         let waiting = std::mem::take(&mut sub.waiting);
                         let confirmed = !sub.handlers.is_empty();
                         if !confirmed {

@@ -463,18 +463,11 @@ impl Engine {
         self.ping_deadline = None;
         self.deliveries.clear();
         for (_, (request, _)) in std::mem::take(&mut self.requests) {
-            match request {
-                Request::Subscribe { filter } => {
-                    if let Some(sub) = self.subs.get_mut(&filter) {
-                        sub.request = None;
-                    }
-                }
-                Request::Unsubscribe { op } => {
-                    if let Some(op) = op {
-                        self.complete(op, Ok(Outcome::Unsubscribed));
-                    }
-                }
-                Request::Publish { .. } => {}
+            // Subscriptions are resent after the reconnect and QoS 1 publishes stay in
+            // `outgoing`; an unsubscribe is done: the server drops a non-persistent client's
+            // subscriptions with its connection.
+            if let Request::Unsubscribe { op: Some(op) } = request {
+                self.complete(op, Ok(Outcome::Unsubscribed));
             }
         }
         // Publishes sent on this connection: QoS 1 ones are resent (same mid) after the
