@@ -435,6 +435,9 @@ async fn invalid_options_fail_before_connecting() {
     let options = ClientOptions::new("ws://127.0.0.1:1/ws", "bad session!").password("pw");
     let err = Client::connect(options).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidField);
+    let options = ClientOptions::new("not a url", "demo").password("pw");
+    let err = Client::connect(options).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidOption(_)), "{err:?}");
     let options = ClientOptions::new("ws://127.0.0.1:1/ws", "demo").persistent(true);
     let err = Client::connect(options).await.unwrap_err();
     assert!(matches!(err, Error::InvalidOption(_)));
