@@ -49,6 +49,10 @@ use options::millis;
 /// an error response with the message to a publisher waiting with publish_with_ack.
 pub type Handler = Arc<dyn Fn(Message) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
+/// A handler that also receives its own [`Subscription`], to unsubscribe from inside.
+pub type SubscriptionHandler =
+    Arc<dyn Fn(Message, Subscription) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
 /// Makes a [`Handler`] from an async closure.
 pub fn handler<F, Fut>(f: F) -> Handler
 where
@@ -233,6 +237,30 @@ impl Client {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run_handler(handler, rx, self.shared.commands.clone()));
         self.subscribe_sink(filter, Sink::Handler(tx)).await
+    }
+
+    /// [`Client::subscribe`] with a handler that also gets its own [`Subscription`], so it can
+    /// unsubscribe itself.
+    pub async fn subscribe_with_handle(
+        &self,
+        filter: &str,
+        handler: SubscriptionHandler,
+    ) -> Result<Subscription, Error> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (handle_tx, handle_rx) = oneshot::channel::<Subscription>();
+        let commands = self.shared.commands.clone();
+        tokio::spawn(async move {
+            // No handle: the subscribe failed and no message will come.
+            let Ok(subscription) = handle_rx.await else {
+                return;
+            };
+            let bound: Handler = Arc::new(move |message| handler(message, subscription.clone()));
+            run_handler(bound, rx, commands).await;
+        });
+        let subscription = self.subscribe_sink(filter, Sink::Handler(tx)).await?;
+        // The worker only ends early when the client is gone.
+        let _ = handle_tx.send(subscription.clone());
+        Ok(subscription)
     }
 
     /// Subscribes to `filter` and returns the messages as a stream. Each message is

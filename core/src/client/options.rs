@@ -91,6 +91,11 @@ impl ClientOptions {
     }
 
     pub(crate) fn check(&self) -> Result<(), Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        self.url
+            .as_str()
+            .into_client_request()
+            .map_err(|err| Error::InvalidOption(format!("bad server URL: {err}")))?;
         crate::protocol::validate_session_name(&self.engine.session)?;
         if let Some(id) = &self.engine.client_id {
             crate::protocol::validate_client_id(id)?;

@@ -435,7 +435,86 @@ async fn invalid_options_fail_before_connecting() {
     let options = ClientOptions::new("ws://127.0.0.1:1/ws", "bad session!").password("pw");
     let err = Client::connect(options).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidField);
+    let options = ClientOptions::new("not a url", "demo").password("pw");
+    let err = Client::connect(options).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidOption(_)), "{err:?}");
     let options = ClientOptions::new("ws://127.0.0.1:1/ws", "demo").persistent(true);
     let err = Client::connect(options).await.unwrap_err();
     assert!(matches!(err, Error::InvalidOption(_)));
+}
+
+#[tokio::test]
+async fn silent_server_is_pinged_then_dropped_and_reconnected() {
+    let (listener, options) = listen().await;
+    let options = options
+        .keepalive(Duration::from_millis(100), Duration::from_millis(100))
+        .reconnect(ReconnectPolicy {
+            initial_delay_ms: 10,
+            max_delay_ms: 20,
+            ..ReconnectPolicy::default()
+        });
+    let server = tokio::spawn(async move {
+        let (mut peer, _) = Peer::welcome(&listener).await;
+        assert_eq!(peer.recv().await.unwrap(), json!({"type": "ping"}));
+        // No answer: the client gives the connection up and comes back.
+        assert!(peer.recv().await.is_none());
+        let (mut peer, _) = Peer::welcome(&listener).await;
+        assert_eq!(peer.recv().await.unwrap(), json!({"type": "bye"}));
+    });
+    let client = Client::connect(options).await.unwrap();
+    let mut events = client.events();
+    let state = client.state_change(&ConnectionState::Connected).await;
+    assert!(
+        matches!(
+            state,
+            ConnectionState::Disconnected { .. } | ConnectionState::Reconnecting { attempt: 1 }
+        ),
+        "{state:?}"
+    );
+    loop {
+        match tokio::time::timeout(WAIT, events.next()).await.unwrap() {
+            Some(ClientEvent::State(ConnectionState::Connected)) => break,
+            Some(_) => {}
+            None => panic!("client gone"),
+        }
+    }
+    client.close().await;
+    tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_handler_can_unsubscribe_itself() {
+    let (listener, options) = listen().await;
+    let server = tokio::spawn(async move {
+        let (mut peer, _) = Peer::welcome(&listener).await;
+        peer.confirm_subscribe(1).await;
+        peer.send(
+            json!({"type": "message", "topic": "once", "data": {"json": 1},
+            "from": "p", "ts": 1, "offset": 2}),
+        )
+        .await;
+        let unsub = peer.recv().await.unwrap();
+        assert_eq!(unsub["type"], "unsubscribe");
+        assert_eq!(unsub["filter"], "once");
+        peer.send(json!({"type": "unsubscribed", "id": unsub["id"], "filter": "once"}))
+            .await;
+        assert_eq!(peer.recv().await.unwrap(), json!({"type": "bye"}));
+    });
+    let client = Client::connect(options).await.unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let once: SubscriptionHandler = Arc::new(move |message, subscription| {
+        let tx = tx.clone();
+        Box::pin(async move {
+            subscription
+                .unsubscribe()
+                .await
+                .map_err(|e| e.to_string())?;
+            tx.send(message.topic).map_err(|e| e.to_string())
+        })
+    });
+    client.subscribe_with_handle("once", once).await.unwrap();
+    let topic = tokio::time::timeout(WAIT, rx.recv()).await.unwrap();
+    assert_eq!(topic.as_deref(), Some("once"));
+    client.close().await;
+    tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
 }

@@ -244,9 +244,6 @@ impl Engine {
             },
             now,
         );
-        if let Some(sub) = self.subs.get_mut(filter) {
-            sub.request = Some(id);
-        }
         let frame = Subscribe {
             id,
             filter: filter.to_owned(),
@@ -303,11 +300,9 @@ impl Engine {
             .filter(|_| options.encrypt && !clears_retained);
         let payload = to_payload(data, &topic, keyring)?;
         let max = self.limits.max_message_bytes as usize;
-        if payload.size() > max {
-            return Err(Error::MessageTooLarge {
-                size: payload.size(),
-                max,
-            });
+        let size = payload.size();
+        if size > max {
+            return Err(Error::MessageTooLarge { size, max });
         }
         let answered = options.qos == Qos::AtLeastOnce || ack_timeout_ms.is_some();
         let connected = self.conn == Conn::Connected;
@@ -326,7 +321,7 @@ impl Engine {
         let mid = answered.then(|| self.next_mid());
         let ack = ack_timeout_ms.map(|timeout_ms| AckRequest { timeout_ms });
         let frame = build_frame(target, mid, payload, options, ack);
-        self.check_frame_size(&frame)?;
+        self.check_frame_size(&frame, size, topic.len())?;
         let op = self.next_op();
         if let Some(ms) = ack_timeout_ms {
             Collections::start(&mut self.collections, op, now.plus(ms));
@@ -402,11 +397,23 @@ impl Engine {
         format!("{}-{}", self.mid_prefix, self.next_mid)
     }
 
-    fn check_frame_size(&self, frame: &ClientFrame) -> Result<(), Error> {
+    /// Fails with [`Error::FrameTooLarge`] when `frame` would not fit `max_frame_bytes`.
+    fn check_frame_size(
+        &self,
+        frame: &ClientFrame,
+        payload_size: usize,
+        name_len: usize,
+    ) -> Result<(), Error> {
+        let max = self.limits.max_frame_bytes as usize;
+        // An upper bound without encoding: base64 (or JSON) data, a topic or recipient escaped
+        // at worst 6 bytes per byte, and the fixed fields.
+        let bound = payload_size.saturating_mul(4) / 3 + 4 + name_len.saturating_mul(6) + 512;
+        if bound <= max {
+            return Ok(());
+        }
         let size = Codec::encode_client(frame)?.len();
         // Room for the request id the frame gets when it is sent.
         let size = size + 24;
-        let max = self.limits.max_frame_bytes as usize;
         if size > max {
             return Err(Error::FrameTooLarge { size, max });
         }

@@ -43,8 +43,14 @@ impl Engine {
         let frame = match codec.decode_server(text.as_bytes()) {
             Ok(frame) => frame,
             Err(err) => {
-                tracing::warn!(%err, "undecodable frame from the server");
-                self.events.push_back(Event::Error(err.into()));
+                if let Some(error) = unknown_error_code(text) {
+                    // PROTOCOL.md §11: an unknown error number is a generic failure, still
+                    // about its request.
+                    self.on_error(error);
+                } else {
+                    tracing::warn!(%err, "undecodable frame from the server");
+                    self.events.push_back(Event::Error(err.into()));
+                }
                 return;
             }
         };
@@ -110,7 +116,6 @@ impl Engine {
         let Some(sub) = self.subs.get_mut(&filter) else {
             return;
         };
-        sub.request = None;
         let resubscribe = sub.last.is_some();
         let not_recovered = resubscribe && frame.recovery == Some(Recovery::NotRecovered);
         let same_epoch = sub
@@ -219,7 +224,6 @@ impl Engine {
         match request {
             Some(Request::Subscribe { filter }) => {
                 if let Some(sub) = self.subs.get_mut(&filter) {
-                    sub.request = None;
                     let waiting = std::mem::take(&mut sub.waiting);
                     let confirmed = !sub.handlers.is_empty();
                     if !confirmed {
@@ -381,13 +385,19 @@ impl Engine {
             match request {
                 Request::Subscribe { filter } => {
                     if let Some(sub) = self.subs.get_mut(&filter) {
-                        sub.request = None;
                         let waiting = std::mem::take(&mut sub.waiting);
-                        if sub.handlers.is_empty() {
+                        let confirmed = !sub.handlers.is_empty();
+                        if !confirmed {
                             self.subs.remove_filter(&filter);
                         }
                         for op in waiting {
                             self.complete(op, Err(Error::Timeout));
+                        }
+                        if confirmed {
+                            // A resubscribe got no answer: its handlers receive nothing until
+                            // the next reconnect.
+                            tracing::warn!(%filter, "resubscribe timed out");
+                            self.events.push_back(Event::Error(Error::Timeout));
                         }
                     }
                 }
@@ -407,4 +417,21 @@ impl Engine {
             }
         }
     }
+}
+
+/// An `error` frame whose code this version does not know, read as `internal` with the number
+/// kept in the message.
+fn unknown_error_code(text: &str) -> Option<ErrorFrame> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    if value.get("type")?.as_str()? != "error" {
+        return None;
+    }
+    let number = value.get("code")?.as_u64()?;
+    let message = value.get("message").and_then(|m| m.as_str()).unwrap_or("");
+    let id = value.get("id").and_then(|id| id.as_u64());
+    Some(ErrorFrame::new(
+        id,
+        ErrorCode::Internal,
+        format!("error {number}: {message}"),
+    ))
 }

@@ -58,7 +58,9 @@ use reconnect::Rng;
 use subscriptions::Subscriptions;
 
 /// Everything the engine needs to know before it starts.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output hides the password or token.
+#[derive(Clone)]
 pub struct EngineConfig {
     /// Session name.
     pub session: String,
@@ -101,6 +103,27 @@ impl EngineConfig {
     }
 }
 
+impl std::fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let auth = match self.auth {
+            Auth::Password(_) => "password (hidden)",
+            Auth::Token(_) => "token (hidden)",
+        };
+        f.debug_struct("EngineConfig")
+            .field("session", &self.session)
+            .field("auth", &auth)
+            .field("client_id", &self.client_id)
+            .field("persistent", &self.persistent)
+            .field("keyring", &self.keyring)
+            .field("reconnect", &self.reconnect)
+            .field("keepalive_ms", &self.keepalive_ms)
+            .field("keepalive_timeout_ms", &self.keepalive_timeout_ms)
+            .field("offline_buffer", &self.offline_buffer)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .finish()
+    }
+}
+
 /// Where the connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Conn {
@@ -137,7 +160,9 @@ struct Outgoing {
 }
 
 /// The Sealbus client state machine. See the [module documentation](self).
-#[derive(Debug)]
+///
+/// Its `Debug` output shows the connection and counts, never queued frames (the `hello` holds
+/// the credentials).
 pub struct Engine {
     config: EngineConfig,
     rng: Rng,
@@ -166,6 +191,21 @@ pub struct Engine {
     outgoing: BTreeMap<OpId, Outgoing>,
     collections: Collections,
     deliveries: Deliveries,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .field("conn", &self.conn)
+            .field("state", &self.state)
+            .field("client_id", &self.client_id)
+            .field("epoch", &self.epoch)
+            .field("queued_frames", &self.transmits.len())
+            .field("requests", &self.requests.len())
+            .field("outgoing", &self.outgoing.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Engine {
@@ -463,18 +503,11 @@ impl Engine {
         self.ping_deadline = None;
         self.deliveries.clear();
         for (_, (request, _)) in std::mem::take(&mut self.requests) {
-            match request {
-                Request::Subscribe { filter } => {
-                    if let Some(sub) = self.subs.get_mut(&filter) {
-                        sub.request = None;
-                    }
-                }
-                Request::Unsubscribe { op } => {
-                    if let Some(op) = op {
-                        self.complete(op, Ok(Outcome::Unsubscribed));
-                    }
-                }
-                Request::Publish { .. } => {}
+            // Subscriptions are resent after the reconnect and QoS 1 publishes stay in
+            // `outgoing`; an unsubscribe is done: the server drops a non-persistent client's
+            // subscriptions with its connection.
+            if let Request::Unsubscribe { op: Some(op) } = request {
+                self.complete(op, Ok(Outcome::Unsubscribed));
             }
         }
         // Publishes sent on this connection: QoS 1 ones are resent (same mid) after the

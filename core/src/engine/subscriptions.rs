@@ -14,8 +14,6 @@ pub(crate) struct Sub {
     pub(crate) handlers: Vec<OpId>,
     /// Handler registrations whose `subscribe` waits for the server's first confirmation.
     pub(crate) waiting: Vec<OpId>,
-    /// Request id of the `subscribe` in flight on the current connection.
-    pub(crate) request: Option<u64>,
     /// The last stream position seen for this filter: the subscribe position, then the offset
     /// of every message that matched. Sent as `since` when resubscribing.
     pub(crate) last: Option<Position>,

@@ -41,7 +41,55 @@ pub enum Data {
     Bytes(Vec<u8>),
 }
 
+impl From<serde_json::Value> for Data {
+    fn from(value: serde_json::Value) -> Self {
+        Data::Json(value)
+    }
+}
+
+impl From<Vec<u8>> for Data {
+    fn from(bytes: Vec<u8>) -> Self {
+        Data::Bytes(bytes)
+    }
+}
+
+impl From<&[u8]> for Data {
+    fn from(bytes: &[u8]) -> Self {
+        Data::Bytes(bytes.to_vec())
+    }
+}
+
+impl From<&str> for Data {
+    /// A JSON string.
+    fn from(text: &str) -> Self {
+        Data::Json(serde_json::Value::String(text.to_owned()))
+    }
+}
+
+impl From<String> for Data {
+    /// A JSON string.
+    fn from(text: String) -> Self {
+        Data::Json(serde_json::Value::String(text))
+    }
+}
+
 impl Data {
+    /// The JSON value, if this is JSON data.
+    pub fn as_json(&self) -> Option<&serde_json::Value> {
+        match self {
+            Data::Json(value) => Some(value),
+            Data::Bytes(_) => None,
+        }
+    }
+
+    /// The bytes, if this is raw bytes.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Data::Bytes(bytes) => Some(bytes),
+            Data::Json(_) => None,
+        }
+    }
+
     /// Whether this is an empty payload (`null`, `""` or no bytes); an empty retained publish
     /// clears the topic's retained message.
     pub fn is_empty(&self) -> bool {

@@ -113,10 +113,10 @@ impl Driver {
             if matches!(self.engine.state(), ConnectionState::Closed { .. }) {
                 break;
             }
-            let deadline = self
-                .engine
-                .poll_timeout()
-                .map(|t| self.start + std::time::Duration::from_millis(t.0));
+            let deadline = self.engine.poll_timeout().and_then(|t| {
+                self.start
+                    .checked_add(std::time::Duration::from_millis(t.0))
+            });
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => self.command(command),

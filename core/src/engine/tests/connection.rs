@@ -278,3 +278,17 @@ fn replaced_by_another_connection_is_fatal() {
         ConnectionState::Closed { error: Some(e) } if e.code() == ErrorCode::Replaced
     ));
 }
+
+#[test]
+fn debug_output_hides_credentials() {
+    let mut cfg = config();
+    cfg.auth = Auth::Token("secret-token".into());
+    let mut engine = Engine::new(cfg.clone(), 1);
+    engine.handle_connected(Millis(0));
+    for text in [format!("{cfg:?}"), format!("{engine:?}")] {
+        assert!(
+            !text.contains("secret-token") && text.contains("hidden"),
+            "{text}"
+        );
+    }
+}

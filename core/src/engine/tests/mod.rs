@@ -3,6 +3,7 @@
 mod acks;
 mod connection;
 mod delivery;
+mod props;
 mod publish;
 mod subscribe;
 

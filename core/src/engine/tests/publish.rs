@@ -387,3 +387,15 @@ fn requests_beyond_max_inflight_wait_for_room_and_keep_their_order() {
         "QoS 0 waits behind queued QoS 1"
     );
 }
+
+#[test]
+fn data_converts_from_common_types() {
+    assert_eq!(Data::from("hi"), Data::Json(json!("hi")));
+    assert_eq!(
+        Data::from(json!({"a": 1})).as_json(),
+        Some(&json!({"a": 1}))
+    );
+    assert_eq!(Data::from(vec![1u8, 2]).as_bytes(), Some(&[1u8, 2][..]));
+    assert_eq!(Data::from(&b"x"[..]).as_json(), None);
+    assert!(Data::from("").is_empty() && Data::Json(Value::Null).is_empty());
+}

@@ -288,3 +288,17 @@ fn unsubscribing_a_waiting_handler_cancels_its_subscribe() {
     assert_eq!(completion(&h.events(), op), Some(Err(Error::Cancelled)));
     assert!(completion(&h.events(), un).is_none());
 }
+
+#[test]
+fn an_unknown_error_number_fails_its_request_as_a_generic_failure() {
+    let mut h = Harness::connected(config());
+    let op = h.engine.subscribe("a", h.now).unwrap();
+    let id = h.sent()[0]["id"].clone();
+    h.feed(
+        json!({"type": "error", "id": id, "code": 7777, "name": "from_the_future",
+        "message": "new"}),
+    );
+    let err = completion(&h.events(), op).unwrap().unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Internal);
+    assert!(err.to_string().contains("7777"), "{err}");
+}
