@@ -4,7 +4,7 @@
 //!   target and the `wasm-bindgen` CLI of exactly the version in `Cargo.lock`;
 //! * [`build`] compiles the crate for wasm32 and runs `wasm-bindgen --target web` and
 //!   `--target nodejs` into `bindings/wasm/dist/` (gitignored);
-//! * [`test`] runs the Node tests against a real `sealbus serve` and fails unless tests really
+//! * [`test()`] runs the Node tests against a real `sealbus serve` and fails unless tests really
 //!   ran.
 
 use std::path::PathBuf;

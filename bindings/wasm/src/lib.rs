@@ -2,8 +2,8 @@
 //!
 //! This crate is the low layer of the npm package `sealbus`. It exports:
 //!
-//! * [`Driver`]: one client connection — the core [`Engine`](sealbus::engine::Engine) driven by
-//!   a web-sys `WebSocket` and the host's timers ([`driver`]). Its methods are the engine's
+//! * [`Driver`]: one client connection — the core [`Engine`] driven by
+//!   a web-sys `WebSocket` and the host's timers (module `driver`). Its methods are the engine's
 //!   commands; its results and messages arrive as plain objects through one callback;
 //! * [`generate_key`], [`open_envelope`], [`seal_envelope`]: the end-to-end envelope helpers.
 //!
