@@ -1,13 +1,14 @@
 //! The JS/TypeScript SDK (`bindings/wasm`): toolchain, build and tests.
 //!
 //! * [`ensure_toolchain`] installs what is missing, and only that: the `wasm32-unknown-unknown`
-//!   target and the `wasm-bindgen` CLI of exactly the version in `Cargo.lock`;
+//!   target, the `wasm-bindgen` CLI of exactly the version in `Cargo.lock`, the package's npm
+//!   dev-dependencies (playwright-core) and Debian's Chromium for the browser test;
 //! * [`build`] compiles the crate for wasm32 and runs `wasm-bindgen --target web` and
 //!   `--target nodejs` into `bindings/wasm/dist/` (gitignored);
-//! * [`test()`] runs the Node tests against a real `sealbus serve` and fails unless tests really
-//!   ran.
+//! * [`test()`] runs the Node tests against a real `sealbus serve`, then the headless Chromium
+//!   test, and fails unless tests really ran.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
@@ -51,8 +52,8 @@ fn locked_wasm_bindgen_version() -> Result<String> {
     bail!("Cargo.lock has no wasm-bindgen package")
 }
 
-/// Installs the wasm target and the matching `wasm-bindgen` CLI when they are missing; fast when
-/// everything is there.
+/// Installs the wasm target, the matching `wasm-bindgen` CLI, npm packages and Chromium when
+/// they are missing; fast when everything is there.
 pub(crate) fn ensure_toolchain() -> Result<()> {
     let targets = output(Command::new("rustup").args(["target", "list", "--installed"]));
     if targets.is_some_and(|t| !t.lines().any(|l| l.trim() == TARGET)) {
@@ -68,6 +69,36 @@ pub(crate) fn ensure_toolchain() -> Result<()> {
         run(
             &format!("install wasm-bindgen-cli {version} (must match the crate exactly)"),
             cargo().args(["install", "wasm-bindgen-cli", "--version", &version]),
+        )?;
+    }
+    ensure_npm_packages()?;
+    if !Path::new("/usr/bin/chromium").exists() {
+        run("apt-get update", Command::new("apt-get").arg("update"))?;
+        run(
+            "install Chromium (Debian package) for the browser test",
+            Command::new("apt-get").args(["install", "-y", "chromium"]),
+        )?;
+    }
+    Ok(())
+}
+
+/// `npm ci` when `node_modules` is missing or older than `package-lock.json`.
+fn ensure_npm_packages() -> Result<()> {
+    let dir = package_dir();
+    let lock = dir.join("package-lock.json");
+    let marker = dir.join("node_modules").join(".package-lock.json");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let fresh = match (modified(&lock), modified(&marker)) {
+        (Some(lock), Some(marker)) => marker >= lock,
+        _ => false,
+    };
+    if !fresh {
+        let verb = if lock.exists() { "ci" } else { "install" };
+        run(
+            &format!("npm {verb} (bindings/wasm dev-dependencies)"),
+            Command::new("npm")
+                .args([verb, "--no-audit", "--no-fund"])
+                .current_dir(&dir),
         )?;
     }
     Ok(())
@@ -184,7 +215,7 @@ fn node_flags() -> Vec<&'static str> {
     }
 }
 
-/// Builds the server and the Rust peer, then runs the Node tests.
+/// Builds the server and the Rust peer, then runs the Node and browser tests.
 pub(crate) fn test() -> Result<()> {
     run(
         "build the server (debug) for the JS tests",
@@ -212,5 +243,17 @@ pub(crate) fn test() -> Result<()> {
         .env("SEALBUS_E2E_PEER", debug.join("examples").join("e2e_peer"))
         .env("SEALBUS_REPO", root())
         .current_dir(&dir);
-    node_test("JS tests in Node (node --test)", &mut node)
+    node_test("JS tests in Node (node --test)", &mut node)?;
+    let mut browser = Command::new("node");
+    browser
+        .args(["--test", "--test-reporter=tap"])
+        .arg(dir.join("tests").join("browser"))
+        .env("SEALBUS_BIN", debug.join("sealbus"))
+        .env("SEALBUS_E2E_PEER", debug.join("examples").join("e2e_peer"))
+        .env("SEALBUS_REPO", root())
+        .current_dir(&dir);
+    node_test(
+        "JS tests in headless Chromium (playwright-core)",
+        &mut browser,
+    )
 }

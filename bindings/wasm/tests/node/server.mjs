@@ -34,7 +34,7 @@ export function startServer(port = 0) {
           port: Number(match[2]),
           stop: () =>
             new Promise((done) => {
-              if (child.exitCode !== null) return done();
+              if (child.exitCode !== null || child.signalCode !== null) return done();
               child.removeAllListeners('exit');
               child.on('exit', () => done());
               child.kill('SIGKILL');
