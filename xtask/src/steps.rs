@@ -123,9 +123,14 @@ pub(crate) fn serve(args: &[String]) -> Result<()> {
     )?;
     let binary = root().join("target").join("release").join("sealbus");
     println!("\n==> start the server with a demo session (Ctrl-C stops it)");
-    let status = Command::new(&binary)
-        .arg("serve")
-        .arg("--demo")
+    let mut cmd = Command::new(&binary);
+    cmd.arg("serve").arg("--demo");
+    // The web console needs the built JS package (`cargo xtask wasm`).
+    let package = root().join("bindings").join("wasm");
+    if package.join("dist").join("web").exists() && !args.iter().any(|a| a == "--console") {
+        cmd.arg("--console").arg(&package);
+    }
+    let status = cmd
         .args(args)
         .current_dir(root())
         .status()

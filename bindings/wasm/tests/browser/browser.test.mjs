@@ -122,6 +122,42 @@ describe('sealbus in headless Chromium', () => {
   });
 });
 
+describe('the web console served by sealbus serve --console', () => {
+  test('connects, subscribes, publishes and publishes with ack from the page', async () => {
+    const server = await startServer(0, ['--console', packageRoot]);
+    const userDir = mkdtempSync(path.join(tmpdir(), 'sealbus-console-'));
+    const context = await chromium.launchPersistentContext(userDir, {
+      executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+      headless: true,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    try {
+      const page = await context.newPage();
+      const origin = server.url.replace('ws://', 'http://').replace(/\/ws$/, '');
+      await page.goto(`${origin}/console`);
+      await page.waitForFunction(() => window.sealbusConsoleReady === true, null, { timeout: 20000 });
+      const log = () => page.evaluate(() => document.getElementById('log').textContent);
+      await page.click('#genkey');
+      await page.click('#connect');
+      await page.waitForFunction(() => document.getElementById('state').textContent === 'connected');
+      await page.fill('#filter', 'console/#');
+      await page.click('#subscribe');
+      await waitFor(async () => (await log()).includes('subscribed to console/#'));
+      await page.fill('#data', '{"b":2,"a":1}');
+      await page.click('#publish');
+      await waitFor(async () => (await log()).includes('console/hello from'));
+      assert.ok((await log()).includes('{"b":2,"a":1} sealed'), await log());
+      await page.click('#publishAck');
+      await waitFor(async () => (await log()).includes('ack complete'));
+      if (process.env.SEALBUS_CONSOLE_SCREENSHOT) await page.screenshot({ path: process.env.SEALBUS_CONSOLE_SCREENSHOT });
+    } finally {
+      await context.close();
+      rmSync(userDir, { recursive: true, force: true });
+      await server.stop();
+    }
+  });
+});
+
 async function waitFor(pred, ms = 10000) {
   const deadline = Date.now() + ms;
   while (!(await pred())) {

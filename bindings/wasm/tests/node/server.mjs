@@ -9,9 +9,9 @@ export const repo = process.env.SEALBUS_REPO ?? path.resolve(here, '../../../..'
 export const serverBin = process.env.SEALBUS_BIN ?? path.join(repo, 'target/debug/sealbus');
 export const peerBin = process.env.SEALBUS_E2E_PEER ?? path.join(repo, 'target/debug/examples/e2e_peer');
 
-/** A running server: `{ url, port, stop() }`. */
-export function startServer(port = 0) {
-  const child = spawn(serverBin, ['serve', '--demo', '--listen', `127.0.0.1:${port}`], {
+/** A running server: `{ url, port, stop() }`; `extraArgs` go to `sealbus serve`. */
+export function startServer(port = 0, extraArgs = []) {
+  const child = spawn(serverBin, ['serve', '--demo', '--listen', `127.0.0.1:${port}`, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
   });

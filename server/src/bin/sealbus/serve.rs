@@ -25,6 +25,10 @@ pub(crate) struct ServeArgs {
     /// Create a session `demo` with password `demo` and print how to connect.
     #[arg(long)]
     demo: bool,
+    /// Serve the web console at /console/ from this built JS package directory
+    /// (bindings/wasm after `cargo xtask wasm`).
+    #[arg(long, env = "SEALBUS_CONSOLE")]
+    console: Option<PathBuf>,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -63,6 +67,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         writeln!(out, "sealbus listening on {addr}")?;
         writeln!(out, "  WebSocket: ws://{addr}/ws (subprotocol sealbus.v1)")?;
         writeln!(out, "  Admin API: http://{addr}/api (OpenAPI at /api/openapi.json)")?;
+        if args.console.is_some() {
+            writeln!(out, "  Web console: http://{addr}/console/")?;
+        }
         if server.admin_token_generated() {
             writeln!(out, "  Admin token (generated, shown once): {}", server.admin_token())?;
         }
@@ -90,7 +97,11 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
                 stopper.shutdown();
             }
         });
-        server.serve(listener).await?;
+        let mut app = server.router();
+        if let Some(dir) = args.console {
+            app = app.merge(sealbus_server::console::routes(dir));
+        }
+        server.serve_router(listener, app).await?;
         Ok(())
     })
 }
