@@ -21,9 +21,15 @@ fn package_dir() -> PathBuf {
     root().join("bindings").join("wasm")
 }
 
-/// `cargo xtask wasm` (and the wasm step of `cargo xtask ci`): install, build, test.
+/// `cargo xtask wasm` (and the wasm step of `cargo xtask ci`): install, lint for wasm32, build,
+/// test.
 pub(crate) fn ci() -> Result<()> {
     ensure_toolchain()?;
+    run(
+        "clippy for wasm32 (sealbus-wasm, -D warnings)",
+        locked(cargo().args(["clippy", "-p", "sealbus-wasm", "--target", TARGET]))
+            .args(["--", "-D", "warnings"]),
+    )?;
     build()?;
     test()
 }
@@ -107,12 +113,13 @@ fn ensure_npm_packages() -> Result<()> {
 /// Builds the wasm module and the two wasm-bindgen outputs of the npm package.
 pub(crate) fn build() -> Result<()> {
     run(
-        "build sealbus-wasm for wasm32 (release)",
+        "build sealbus-wasm for wasm32 (profile wasm-release: size-optimized, LTO)",
         locked(cargo().args([
             "build",
             "--target",
             TARGET,
-            "--release",
+            "--profile",
+            "wasm-release",
             "-p",
             "sealbus-wasm",
         ])),
@@ -120,7 +127,7 @@ pub(crate) fn build() -> Result<()> {
     let wasm = root()
         .join("target")
         .join(TARGET)
-        .join("release")
+        .join("wasm-release")
         .join("sealbus_wasm.wasm");
     let dist = package_dir().join("dist");
     for target in ["web", "nodejs"] {
