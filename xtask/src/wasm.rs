@@ -244,7 +244,7 @@ pub(crate) fn test() -> Result<()> {
     let dir = package_dir();
     let mut node = Command::new("node");
     node.args(node_flags())
-        .args(["--test", "--test-reporter=tap"])
+        .args(["--test", "--test-reporter=tap", "--test-timeout=120000"])
         .arg(dir.join("tests").join("node"))
         .env("SEALBUS_BIN", debug.join("sealbus"))
         .env("SEALBUS_E2E_PEER", debug.join("examples").join("e2e_peer"))
@@ -253,7 +253,7 @@ pub(crate) fn test() -> Result<()> {
     node_test("JS tests in Node (node --test)", &mut node)?;
     let mut browser = Command::new("node");
     browser
-        .args(["--test", "--test-reporter=tap"])
+        .args(["--test", "--test-reporter=tap", "--test-timeout=120000"])
         .arg(dir.join("tests").join("browser"))
         .env("SEALBUS_BIN", debug.join("sealbus"))
         .env("SEALBUS_E2E_PEER", debug.join("examples").join("e2e_peer"))

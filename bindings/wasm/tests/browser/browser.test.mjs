@@ -96,7 +96,7 @@ describe('sealbus in headless Chromium', () => {
       let ready;
       const isReady = new Promise((resolve) => (ready = resolve));
       const peer = runPeer([own.url, secret, 'echo', 'web/js'], (line) => line === 'ready' && ready());
-      await isReady;
+      await Promise.race([isReady, peer]); // a peer that fails before `ready` rejects here
       check(await page.evaluate(() => window.sealbusTest.publish('web/js', [1, 2, 255], true)));
       const lines = await peer;
       assert.ok(lines.at(-1).includes('echoed bytes encrypted=true'), lines.join('|'));

@@ -48,7 +48,7 @@ describe('sealbus in Node', () => {
       let ready;
       const isReady = new Promise((resolve) => (ready = resolve));
       const peer = runPeer([server.url, key, 'echo', `${topic}/js`], (line) => line === 'ready' && ready());
-      await isReady;
+      await Promise.race([isReady, peer]); // a peer that fails before `ready` rejects here
       await js.publish(`${topic}/js`, data, { qos: 1 });
       const lines = await peer;
       assert.ok(lines.at(-1).includes('encrypted=true'), lines.join('|'));
