@@ -168,7 +168,7 @@ export class Subscription {
 
 /** A Sealbus client. */
 export class Client {
-  static connect(options) {
+  static async connect(options) {
     return new Client(options, Client._Driver)._ready();
   }
 

@@ -207,6 +207,8 @@ export const scenarios = {
     await b.close();
     assert.equal(states.at(-1), 'closed');
     await assert.rejects(() => sdk.connect({ url, session: 'demo', password: 'wrong' }), (err) => err.codeName === 'auth_failed');
+    await assert.rejects(() => sdk.connect({ url, session: 'demo' }), (err) => err instanceof sdk.SealbusError && /password/.test(err.message));
+    await assert.rejects(() => sdk.connect({ url, session: 'demo', password: 'demo', key: 'not a key' }), (err) => err instanceof sdk.SealbusError);
   },
 
   async 'end-to-end encryption between JS clients; generateKey'({ sdk, url, assert }) {
