@@ -2,7 +2,7 @@
 //!
 //! * [`ensure_toolchain`] installs what is missing, and only that: the `wasm32-unknown-unknown`
 //!   target, the `wasm-bindgen` CLI of exactly the version in `Cargo.lock`, the package's npm
-//!   dev-dependencies (playwright-core) and Debian's Chromium for the browser test;
+//!   dev-dependencies (playwright-core, typescript) and Debian's Chromium for the browser test;
 //! * [`build`] compiles the crate for wasm32 and runs `wasm-bindgen --target web` and
 //!   `--target nodejs` into `bindings/wasm/dist/` (gitignored);
 //! * [`test()`] runs the Node tests against a real `sealbus serve`, then the headless Chromium
@@ -222,7 +222,8 @@ fn node_flags() -> Vec<&'static str> {
     }
 }
 
-/// Builds the server and the Rust peer, then runs the Node and browser tests.
+/// Builds the server and the Rust peer, type-checks the declarations, then runs the Node and
+/// browser tests.
 pub(crate) fn test() -> Result<()> {
     run(
         "build the server (debug) for the JS tests",
@@ -242,6 +243,12 @@ pub(crate) fn test() -> Result<()> {
     )?;
     let debug = root().join("target").join("debug");
     let dir = package_dir();
+    run(
+        "type-check index.d.ts (tsc --strict on tests/types/usage.ts)",
+        Command::new(dir.join("node_modules").join(".bin").join("tsc"))
+            .args(["-p", "tests/types"])
+            .current_dir(&dir),
+    )?;
     let mut node = Command::new("node");
     node.args(node_flags())
         .args(["--test", "--test-reporter=tap", "--test-timeout=120000"])
