@@ -15,6 +15,7 @@ pub mod admin;
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod metrics;
 pub mod participant;

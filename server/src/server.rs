@@ -242,10 +242,14 @@ impl Server {
 
     /// Serves the router on `listener` until [`shutdown`](Self::shutdown).
     pub async fn serve(&self, listener: TcpListener) -> Result<()> {
+        self.serve_router(listener, self.router()).await
+    }
+
+    /// Serves `app` (this server's [`router`](Self::router) with more routes merged in, such
+    /// as the [web console](crate::console)) on `listener` until [`shutdown`](Self::shutdown).
+    pub async fn serve_router(&self, listener: TcpListener, app: Router) -> Result<()> {
         let mut stop = self.inner.shutdown.subscribe();
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         // Frames are small and latency matters: without TCP_NODELAY, Nagle's algorithm and the
         // peer's delayed ACKs hold small writes back for tens of milliseconds.
         let listener = listener.tap_io(|stream| {

@@ -3,12 +3,14 @@
 //! * `cargo xtask serve` starts the server with a demo session (the README's first command);
 //! * `cargo xtask ci` runs every check and test (the README's second command, and `.ci/run`);
 //! * `cargo xtask bench` runs the benchmarks and prints their figures;
+//! * `cargo xtask wasm` builds the JS/TypeScript package and runs its Node and browser tests;
 //! * `cargo xtask load` measures a running server (fan-out, acks, memory per connection).
 //!
 //! Each task installs what it needs (rustup components) and skips what is already there.
 
 mod load;
 mod steps;
+mod wasm;
 
 use anyhow::{Result, bail};
 
@@ -21,13 +23,18 @@ USAGE:
 TASKS:
     serve [ARGS...]   Build and start the server with a demo session (session `demo`,
                       password `demo`); extra ARGS go to `sealbus serve`
-                      (e.g. `--listen 0.0.0.0:7070`).
+                      (e.g. `--listen 0.0.0.0:7070`). Serves the web console at
+                      /console/ once `cargo xtask wasm` has built the JS package.
     ci                Run every check and test: rustfmt, clippy with -D warnings, the tests of
-                      every crate. Installs missing rustup components first. With CI=true,
-                      builds use the committed Cargo.lock (--locked).
+                      every crate, the wasm package's tests. Installs missing rustup
+                      components first. With CI=true, builds use the committed Cargo.lock (--locked).
     bench [FILTER]    Run the criterion benchmarks (short measurement) and print their figures.
     load [OPTIONS]    Start a release server and measure it: fan-out, acks, idle memory
                       (`cargo xtask load --help`).
+    wasm              Build the npm package `sealbus` (bindings/wasm) with the pinned
+                      wasm-bindgen CLI and run its Node and headless Chromium tests
+                      (installs the wasm target, wasm-bindgen-cli, npm packages and Chromium
+                      when missing). Also part of `ci`.
     help              Show this text.
 ";
 
@@ -47,6 +54,7 @@ fn run() -> Result<()> {
         "serve" => steps::serve(&rest),
         "bench" => steps::bench(&rest),
         "load" => load::run(&rest),
+        "wasm" => wasm::ci(),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

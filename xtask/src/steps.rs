@@ -14,18 +14,18 @@ pub(crate) fn root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn in_ci() -> bool {
+pub(crate) fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
     cmd.current_dir(root());
     cmd
 }
 
 /// Runs a command, printing it first and its duration after; fails on a non-zero exit.
-fn run(title: &str, cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(title: &str, cmd: &mut Command) -> Result<()> {
     println!("\n==> {title}");
     println!("    $ {}", describe(cmd));
     let started = Instant::now();
@@ -40,7 +40,7 @@ fn run(title: &str, cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn describe(cmd: &Command) -> String {
+pub(crate) fn describe(cmd: &Command) -> String {
     let mut text = cmd.get_program().to_string_lossy().into_owned();
     for arg in cmd.get_args() {
         text.push(' ');
@@ -70,7 +70,7 @@ fn ensure_component(component: &str) -> Result<()> {
     Ok(())
 }
 
-fn locked(cmd: &mut Command) -> &mut Command {
+pub(crate) fn locked(cmd: &mut Command) -> &mut Command {
     if in_ci() {
         cmd.arg("--locked");
     }
@@ -95,6 +95,7 @@ pub(crate) fn ci() -> Result<()> {
         "tests (all crates, all features)",
         locked(cargo().args(["test", "--workspace", "--all-features"])),
     )?;
+    crate::wasm::ci()?;
     run(
         "docs build (rustdoc warnings are errors)",
         locked(cargo().args(["doc", "--workspace", "--no-deps", "--all-features"]))
@@ -122,9 +123,14 @@ pub(crate) fn serve(args: &[String]) -> Result<()> {
     )?;
     let binary = root().join("target").join("release").join("sealbus");
     println!("\n==> start the server with a demo session (Ctrl-C stops it)");
-    let status = Command::new(&binary)
-        .arg("serve")
-        .arg("--demo")
+    let mut cmd = Command::new(&binary);
+    cmd.arg("serve").arg("--demo");
+    // The web console needs the built JS package (`cargo xtask wasm`).
+    let package = root().join("bindings").join("wasm");
+    if package.join("dist").join("web").exists() && !args.iter().any(|a| a == "--console") {
+        cmd.arg("--console").arg(&package);
+    }
+    let status = cmd
         .args(args)
         .current_dir(root())
         .status()

@@ -28,6 +28,10 @@ pub(crate) struct ServeArgs {
     /// Create a session `demo` with password `demo` and print how to connect.
     #[arg(long)]
     demo: bool,
+    /// Serve the web console at /console/ from this built JS package directory
+    /// (bindings/wasm after `cargo xtask wasm`).
+    #[arg(long, env = "SEALBUS_CONSOLE")]
+    console: Option<PathBuf>,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -62,7 +66,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr()?;
-        print_banner(&server, addr, args.demo);
+        print_banner(&server, addr, args.demo, args.console.is_some());
         tracing::info!(%addr, "listening");
         let stopper = server.clone();
         tokio::spawn(async move {
@@ -70,18 +74,25 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!("shutting down");
             stopper.shutdown();
         });
-        server.serve(listener).await?;
+        let mut app = server.router();
+        if let Some(dir) = args.console {
+            app = app.merge(sealbus_server::console::routes(dir));
+        }
+        server.serve_router(listener, app).await?;
         Ok(())
     })
 }
 
 /// Prints where to connect on stdout (the first line names the bound address, for scripts).
 /// A closed stdout must not stop the server, so write errors are ignored.
-fn print_banner(server: &Server, addr: std::net::SocketAddr, demo: bool) {
+fn print_banner(server: &Server, addr: std::net::SocketAddr, demo: bool, console: bool) {
     let mut text = format!(
         "sealbus listening on {addr}\n  WebSocket: ws://{addr}/ws (subprotocol sealbus.v1)\n  \
          Admin API: http://{addr}/api (OpenAPI at /api/openapi.json)\n"
     );
+    if console {
+        text.push_str(&format!("  Web console: http://{addr}/console/\n"));
+    }
     if server.admin_token_generated() {
         text.push_str(&format!(
             "  Admin token (generated, shown once): {}\n",
@@ -95,7 +106,9 @@ fn print_banner(server: &Server, addr: std::net::SocketAddr, demo: bool) {
              {{\"type\":\"hello\",\"v\":1,\"session\":\"demo\",\"auth\":{{\"password\":\"demo\"}}}}\n  \
              {{\"type\":\"subscribe\",\"id\":1,\"filter\":\"#\"}}\n  \
              curl -H \"Authorization: Bearer {}\" -d '{{\"topic\":\"hello\",\"data\":{{\"json\":\"hi\"}}}}' \
-             http://{addr}/api/sessions/demo/publish\n",
+             http://{addr}/api/sessions/demo/publish\n  \
+             sealbus sub '#' --url ws://{addr}/ws --password demo    (and in another terminal)\n  \
+             sealbus pub greetings/hi '\"hello\"' --url ws://{addr}/ws --password demo\n",
             if server.admin_token_generated() {
                 server.admin_token()
             } else {

@@ -1,0 +1,167 @@
+// The shared scenarios in headless Chromium (Debian's /usr/bin/chromium through playwright-core)
+// in a real page served on loopback, against a real `sealbus serve`; plus the envelope vectors,
+// E2E interop with the Rust client, and reconnect after a server restart, driven from Node.
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, test } from 'node:test';
+
+import { chromium } from 'playwright-core';
+
+import { scenarios } from '../scenarios.js';
+import { repo, runPeer, startServer } from '../node/server.mjs';
+
+const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const types = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json' };
+
+/** Serves the package directory on 127.0.0.1 (port 0). */
+function serveStatic() {
+  const server = createServer((req, res) => {
+    const url = new URL(req.url, 'http://x');
+    const file = path.join(packageRoot, decodeURIComponent(url.pathname));
+    if (!file.startsWith(packageRoot)) {
+      res.writeHead(403).end();
+      return;
+    }
+    try {
+      const body = readFileSync(file);
+      res.writeHead(200, { 'content-type': types[path.extname(file)] ?? 'application/octet-stream' }).end(body);
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+describe('sealbus in headless Chromium', () => {
+  let sealbus;
+  let http;
+  let context;
+  let page;
+  let userDir;
+  before(async () => {
+    sealbus = await startServer();
+    http = await serveStatic();
+    userDir = mkdtempSync(path.join(tmpdir(), 'sealbus-chromium-'));
+    context = await chromium.launchPersistentContext(userDir, {
+      executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+      headless: true,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    page = await context.newPage();
+    page.on('pageerror', (err) => console.error('page error:', err));
+    await page.goto(`http://127.0.0.1:${http.address().port}/tests/browser/index.html`);
+    await page.waitForFunction(() => window.sealbusReady === true, null, { timeout: 20000 });
+  });
+  after(async () => {
+    await context?.close();
+    http?.close();
+    await sealbus?.stop();
+    if (userDir) rmSync(userDir, { recursive: true, force: true });
+  });
+
+  const check = (result) => {
+    if (!result.ok) assert.fail(result.error);
+    return result.value;
+  };
+
+  for (const name of Object.keys(scenarios)) {
+    test(name, async () => {
+      check(await page.evaluate(([n, u]) => window.sealbusTest.run(n, u), [name, sealbus.url]));
+    });
+  }
+
+  test('the shared envelope vectors open (and tamper cases fail) in the browser', async () => {
+    const vectors = JSON.parse(readFileSync(path.join(repo, 'core/tests/vectors/envelope.json'), 'utf8'));
+    const checked = check(await page.evaluate((v) => window.sealbusTest.vectors(v), vectors));
+    assert.equal(checked, vectors.vectors.length + vectors.tamper.length);
+  });
+
+  test('E2E interop with the Rust client, then reconnect after a server restart', async () => {
+    const own = await startServer();
+    const secret = check(await page.evaluate(() => window.sealbusTest.generateKey()));
+    const options = { url: own.url, session: 'demo', password: 'demo', key: secret, reconnect: { initialDelayMs: 50, maxDelayMs: 300 } };
+    check(await page.evaluate(([o, f]) => window.sealbusTest.open(o, f), [options, 'web/#']));
+    const got = () => page.evaluate(() => window.sealbusTest.got().filter((m) => m.topic));
+    try {
+      await runPeer([own.url, secret, 'publish', 'web/rust', '{"zeta":1,"alpha":"from rust"}']);
+      await waitFor(async () => (await got()).length === 1);
+      const [fromRust] = await got();
+      assert.equal(fromRust.encrypted, true);
+      assert.equal(JSON.stringify(fromRust.data), '{"zeta":1,"alpha":"from rust"}');
+
+      let ready;
+      const isReady = new Promise((resolve) => (ready = resolve));
+      const peer = runPeer([own.url, secret, 'echo', 'web/js'], (line) => line === 'ready' && ready());
+      await Promise.race([isReady, peer]); // a peer that fails before `ready` rejects here
+      check(await page.evaluate(() => window.sealbusTest.publish('web/js', [1, 2, 255], true)));
+      const lines = await peer;
+      assert.ok(lines.at(-1).includes('echoed bytes encrypted=true'), lines.join('|'));
+      await waitFor(async () => (await got()).some((m) => m.topic === 'web/js/echo'));
+      const echo = (await got()).find((m) => m.topic === 'web/js/echo');
+      assert.deepEqual(echo.data, [1, 2, 255]);
+
+      await own.stop();
+      const again = await startServer(own.port);
+      try {
+        check(await page.evaluate(() => window.sealbusTest.waitState('connected', 10000)));
+        const states = await page.evaluate(() => window.sealbusTest.got().filter((m) => m.state).map((m) => m.state));
+        assert.ok(states.includes('reconnecting'), states.join(','));
+        await runPeer([own.url, secret, 'publish', 'web/after', '"after restart"']);
+        await waitFor(async () => (await got()).some((m) => m.topic === 'web/after'));
+      } finally {
+        check(await page.evaluate(() => window.sealbusTest.close()));
+        await again.stop();
+      }
+    } finally {
+      await own.stop();
+    }
+  });
+});
+
+describe('the web console served by sealbus serve --console', () => {
+  test('connects, subscribes, publishes and publishes with ack from the page', async () => {
+    const server = await startServer(0, ['--console', packageRoot]);
+    const userDir = mkdtempSync(path.join(tmpdir(), 'sealbus-console-'));
+    const context = await chromium.launchPersistentContext(userDir, {
+      executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+      headless: true,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    try {
+      const page = await context.newPage();
+      const origin = server.url.replace('ws://', 'http://').replace(/\/ws$/, '');
+      await page.goto(`${origin}/console`);
+      await page.waitForFunction(() => window.sealbusConsoleReady === true, null, { timeout: 20000 });
+      const log = () => page.evaluate(() => document.getElementById('log').textContent);
+      await page.click('#genkey');
+      await page.click('#connect');
+      await page.waitForFunction(() => document.getElementById('state').textContent === 'connected');
+      await page.fill('#filter', 'console/#');
+      await page.click('#subscribe');
+      await waitFor(async () => (await log()).includes('subscribed to console/#'));
+      await page.fill('#data', '{"b":2,"a":1}');
+      await page.click('#publish');
+      await waitFor(async () => (await log()).includes('console/hello from'));
+      assert.ok((await log()).includes('{"b":2,"a":1} sealed'), await log());
+      await page.click('#publishAck');
+      await waitFor(async () => (await log()).includes('ack complete'));
+      if (process.env.SEALBUS_CONSOLE_SCREENSHOT) await page.screenshot({ path: process.env.SEALBUS_CONSOLE_SCREENSHOT });
+    } finally {
+      await context.close();
+      rmSync(userDir, { recursive: true, force: true });
+      await server.stop();
+    }
+  });
+});
+
+async function waitFor(pred, ms = 10000) {
+  const deadline = Date.now() + ms;
+  while (!(await pred())) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}

@@ -1,0 +1,67 @@
+// Starts a real `sealbus serve --demo` on 127.0.0.1 (port 0 unless given) for the tests, reads
+// the ws:// URL it prints, and stops it.
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const repo = process.env.SEALBUS_REPO ?? path.resolve(here, '../../../..');
+export const serverBin = process.env.SEALBUS_BIN ?? path.join(repo, 'target/debug/sealbus');
+export const peerBin = process.env.SEALBUS_E2E_PEER ?? path.join(repo, 'target/debug/examples/e2e_peer');
+
+/** A running server: `{ url, port, stop() }`; `extraArgs` go to `sealbus serve`. */
+export function startServer(port = 0, extraArgs = []) {
+  const child = spawn(serverBin, ['serve', '--demo', '--listen', `127.0.0.1:${port}`, ...extraArgs], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+  });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => {
+      child.kill();
+      reject(new Error(`server printed no ws:// URL: ${out}`));
+    }, 15000);
+    child.on('error', reject);
+    child.on('exit', (code) => reject(new Error(`server exited (${code}): ${out}`)));
+    child.stdout.on('data', (chunk) => {
+      out += chunk;
+      const match = /ws:\/\/(127\.0\.0\.1:(\d+))\/ws/.exec(out);
+      if (match) {
+        clearTimeout(timer);
+        child.stdout.resume();
+        resolve({
+          url: `ws://${match[1]}/ws`,
+          port: Number(match[2]),
+          stop: () =>
+            new Promise((done) => {
+              if (child.exitCode !== null || child.signalCode !== null) return done();
+              child.removeAllListeners('exit');
+              child.on('exit', () => done());
+              child.kill('SIGKILL');
+            }),
+        });
+      }
+    });
+  });
+}
+
+/** Runs the Rust peer (core/examples/e2e_peer.rs); resolves with its stdout lines as printed. */
+export function runPeer(args, onLine = () => {}) {
+  const child = spawn(peerBin, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines = [];
+  let buffer = '';
+  child.stdout.on('data', (chunk) => {
+    buffer += chunk;
+    let nl;
+    while ((nl = buffer.indexOf('\n')) >= 0) {
+      const line = buffer.slice(0, nl);
+      buffer = buffer.slice(nl + 1);
+      lines.push(line);
+      onLine(line);
+    }
+  });
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve(lines) : reject(new Error(`e2e_peer exited ${code}: ${lines.join('|')}`))));
+  });
+}
