@@ -25,5 +25,5 @@ pub use error::Error;
 
 /// The README's Rust examples, compiled and run as doctests so they stay true.
 #[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "native"))]
 pub struct ReadmeDoctests;
