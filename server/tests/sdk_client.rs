@@ -375,9 +375,12 @@ async fn after_a_server_restart_the_client_reconnects_resubscribes_and_flushes_i
     let sub = Client::connect(options(addr, "s1", "sub").reconnect(policy))
         .await
         .unwrap();
-    let publisher = Client::connect(options(addr, "s1", "pub").reconnect(policy))
-        .await
-        .unwrap();
+    // The publisher's URL carries `?role=pub` so the restarted server can hold it back.
+    let publisher_options = ClientOptions::new(format!("ws://{addr}/ws?role=pub"), "s1")
+        .password("pw-s1")
+        .client_id("pub")
+        .reconnect(policy);
+    let publisher = Client::connect(publisher_options).await.unwrap();
     let mut rx = collect(&sub, "live/#").await;
     let mut events = sub.events();
     publisher
@@ -395,7 +398,13 @@ async fn after_a_server_restart_the_client_reconnects_resubscribes_and_flushes_i
     .await
     .expect("publisher never noticed the shutdown");
     // Published while the server is down: buffered by the client, flushed on reconnect.
-    let during = publisher.publish("live/b", Data::Json(json!("during")), qos1());
+    let offline = publisher.clone();
+    let during = tokio::spawn(async move {
+        offline
+            .publish("live/b", Data::Json(json!("during")), qos1())
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
 
     let listener = loop {
         match tokio::net::TcpListener::bind(addr).await {
@@ -403,19 +412,22 @@ async fn after_a_server_restart_the_client_reconnects_resubscribes_and_flushes_i
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     };
+    // Without history (issue #5) a message flushed before the subscriber is back would be
+    // missed, so the restarted server refuses the publisher until the subscriber has resubscribed.
+    let publisher_allowed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let allowed = publisher_allowed.clone();
     let second = sealbus_server::Server::builder()
         .config(sealbus_server::config::Config {
             sessions: vec![session("s1", "pw-s1")],
             admin_token: Some(common::ADMIN.into()),
             ..Default::default()
         })
+        .upgrade_hook(move |_, query| query != Some("role=pub") || allowed.load(Ordering::SeqCst))
         .build()
         .unwrap();
     let serving = second.clone();
     tokio::spawn(async move { serving.serve(listener).await.unwrap() });
 
-    timeout(WAIT, during).await.unwrap().unwrap();
-    assert_eq!(next(&mut rx).await.data, Data::Json(json!("during")));
     // The new server's stream has a new epoch: the subscription is flagged, not silently gappy.
     let flagged = timeout(WAIT, async {
         loop {
@@ -429,6 +441,9 @@ async fn after_a_server_restart_the_client_reconnects_resubscribes_and_flushes_i
     .await
     .unwrap();
     assert_eq!(flagged, "live/#");
+    publisher_allowed.store(true, Ordering::SeqCst);
+    timeout(WAIT, during).await.unwrap().unwrap().unwrap();
+    assert_eq!(next(&mut rx).await.data, Data::Json(json!("during")));
     publisher
         .publish("live/c", Data::Json(json!("after")), qos1())
         .await
