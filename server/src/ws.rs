@@ -399,7 +399,18 @@ async fn writer(
     metrics: Arc<SessionMetrics>,
 ) {
     let mut killed = kill.subscribe();
+    // Frames are buffered while more are queued and flushed when the queue runs dry: one write
+    // system call per burst instead of one per frame.
+    let mut unflushed = false;
     loop {
+        if unflushed && rx.is_empty() {
+            tokio::select! {
+                biased;
+                _ = killed.wait_for(|k| *k) => break,
+                flushed = sink.flush() => if flushed.is_err() { return },
+            }
+            unflushed = false;
+        }
         let item = tokio::select! {
             biased;
             _ = killed.wait_for(|k| *k) => break,
@@ -422,8 +433,9 @@ async fn writer(
         tokio::select! {
             biased;
             _ = killed.wait_for(|k| *k) => break,
-            sent = sink.send(message) => if sent.is_err() { return },
+            sent = sink.feed(message) => if sent.is_err() { return },
         }
+        unflushed = true;
         SessionMetrics::add(&metrics.messages_out, 1);
         SessionMetrics::add(&metrics.bytes_out, len);
     }

@@ -84,6 +84,11 @@ impl Inbox {
         Some(item)
     }
 
+    /// Whether nothing is queued right now (the writer flushes the socket then).
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
     /// The next queued frame if one is waiting.
     pub fn try_recv(&mut self) -> Option<Outbound> {
         let item = self.rx.try_recv().ok()?;
