@@ -108,8 +108,8 @@ pub(crate) fn ci() -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask serve`: build and start the server with a demo session.
-pub(crate) fn serve(args: &[String]) -> Result<()> {
+/// Builds the release `sealbus` binary and returns its path.
+pub(crate) fn build_release_server() -> Result<PathBuf> {
     run(
         "build the server (release)",
         cargo().args([
@@ -121,7 +121,12 @@ pub(crate) fn serve(args: &[String]) -> Result<()> {
             "sealbus",
         ]),
     )?;
-    let binary = root().join("target").join("release").join("sealbus");
+    Ok(root().join("target").join("release").join("sealbus"))
+}
+
+/// `cargo xtask serve`: build and start the server with a demo session.
+pub(crate) fn serve(args: &[String]) -> Result<()> {
+    let binary = build_release_server()?;
     println!("\n==> start the server with a demo session (Ctrl-C stops it)");
     let mut cmd = Command::new(&binary);
     cmd.arg("serve").arg("--demo");

@@ -93,22 +93,8 @@ impl Drop for ServerProcess {
 }
 
 fn start_server() -> Result<(ServerProcess, Target)> {
-    let root = super::steps::root();
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "--package",
-            "sealbus-server",
-            "--bin",
-            "sealbus",
-        ])
-        .current_dir(&root)
-        .status()?;
-    if !status.success() {
-        bail!("building the server failed");
-    }
-    let mut child = Command::new(root.join("target/release/sealbus"))
+    let binary = super::steps::build_release_server()?;
+    let mut child = Command::new(&binary)
         .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
