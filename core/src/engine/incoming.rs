@@ -222,36 +222,7 @@ impl Engine {
         };
         let request = frame.id.and_then(|id| self.take_request(id));
         match request {
-            Some(Request::Subscribe { filter }) => {
-                if let Some(sub) = self.subs.get_mut(&filter) {
-                    let waiting = std::mem::take(&mut sub.waiting);
-                    let confirmed = !sub.handlers.is_empty();
-                    if !confirmed {
-                        self.subs.remove_filter(&filter);
-                    }
-                    for op in waiting {
-                        self.complete(op, Err(error.clone()));
-                    }
-                    if confirmed {
-                        // A resubscribe after a reconnect failed: the handlers stay registered
-                        // but receive nothing until the next reconnect; tell the application.
-                        self.events.push_back(Event::Error(error));
-                    }
-                }
-            }
-            Some(Request::Unsubscribe { op }) => {
-                if let Some(op) = op {
-                    self.complete(op, Err(error));
-                }
-            }
-            Some(Request::Publish { op }) => {
-                let with_ack = self.outgoing.remove(&op).is_some_and(|o| o.with_ack);
-                if with_ack {
-                    self.finish_ack(op, AckFinish::Failed(error));
-                } else {
-                    self.complete(op, Err(error));
-                }
-            }
+            Some(request) => self.fail_request(request, error),
             None => {
                 let handshaking = matches!(self.conn, Conn::Handshaking { .. });
                 if handshaking || error.is_fatal() {
@@ -382,37 +353,43 @@ impl Engine {
             let Some(request) = self.take_request(id) else {
                 continue;
             };
-            match request {
-                Request::Subscribe { filter } => {
-                    if let Some(sub) = self.subs.get_mut(&filter) {
-                        let waiting = std::mem::take(&mut sub.waiting);
-                        let confirmed = !sub.handlers.is_empty();
-                        if !confirmed {
-                            self.subs.remove_filter(&filter);
-                        }
-                        for op in waiting {
-                            self.complete(op, Err(Error::Timeout));
-                        }
-                        if confirmed {
-                            // A resubscribe got no answer: its handlers receive nothing until
-                            // the next reconnect.
-                            tracing::warn!(%filter, "resubscribe timed out");
-                            self.events.push_back(Event::Error(Error::Timeout));
-                        }
+            self.fail_request(request, Error::Timeout);
+        }
+    }
+
+    /// Fails an outstanding request with `error` (a server `error` frame, or a timeout).
+    fn fail_request(&mut self, request: Request, error: Error) {
+        match request {
+            Request::Subscribe { filter } => {
+                if let Some(sub) = self.subs.get_mut(&filter) {
+                    let waiting = std::mem::take(&mut sub.waiting);
+                    let confirmed = !sub.handlers.is_empty();
+                    if !confirmed {
+                        self.subs.remove_filter(&filter);
+                    }
+                    for op in waiting {
+                        self.complete(op, Err(error.clone()));
+                    }
+                    if confirmed {
+                        // A resubscribe after a reconnect failed or got no answer: the handlers
+                        // stay registered but receive nothing until the next reconnect; tell
+                        // the application.
+                        tracing::warn!(%filter, %error, "resubscribe failed");
+                        self.events.push_back(Event::Error(error));
                     }
                 }
-                Request::Unsubscribe { op } => {
-                    if let Some(op) = op {
-                        self.complete(op, Err(Error::Timeout));
-                    }
+            }
+            Request::Unsubscribe { op } => {
+                if let Some(op) = op {
+                    self.complete(op, Err(error));
                 }
-                Request::Publish { op } => {
-                    let with_ack = self.outgoing.remove(&op).is_some_and(|o| o.with_ack);
-                    if with_ack {
-                        self.finish_ack(op, AckFinish::Failed(Error::Timeout));
-                    } else {
-                        self.complete(op, Err(Error::Timeout));
-                    }
+            }
+            Request::Publish { op } => {
+                let with_ack = self.outgoing.remove(&op).is_some_and(|o| o.with_ack);
+                if with_ack {
+                    self.finish_ack(op, AckFinish::Failed(error));
+                } else {
+                    self.complete(op, Err(error));
                 }
             }
         }
