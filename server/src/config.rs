@@ -137,8 +137,10 @@ pub struct SessionSettings {
     pub max_subscriptions: u32,
     /// Most outstanding requests per client.
     pub max_inflight: u32,
-    /// Messages kept for recovery (used by the history store).
+    /// Most messages kept in the session's history for recovery (`since`).
     pub history_size: u32,
+    /// Seconds a message stays in the session's history.
+    pub history_secs: u64,
     /// QoS 1 copies queued for an absent persistent client.
     pub offline_queue_size: u32,
     /// Seconds a persistent client's state is kept while it is away.
@@ -166,6 +168,7 @@ impl Default for SessionSettings {
             max_subscriptions: limits.max_subscriptions,
             max_inflight: limits.max_inflight,
             history_size: 10_000,
+            history_secs: 3_600,
             offline_queue_size: 10_000,
             session_expiry_secs: 3_600,
             keepalive_ms: limits.keepalive_ms,

@@ -15,7 +15,7 @@ use super::now_ms;
 use super::outbox::Outbound;
 use super::session::{ClientKey, Session, State, encode};
 use crate::metrics::SessionMetrics;
-use crate::store::Retained;
+use crate::store::{Retained, Write};
 
 /// Client id shown as `from` for messages published through the admin API.
 pub(crate) const ADMIN_ID: &str = "$admin";
@@ -93,7 +93,13 @@ impl Session {
             },
         });
         state.send(key, &subscribed);
-        for retained in self.store.retained_matching(self.name(), &f.filter) {
+        let retained: Vec<Retained> = state
+            .retained
+            .values()
+            .filter(|message| matches(&f.filter, &message.topic))
+            .cloned()
+            .collect();
+        for retained in retained {
             let frame = ServerFrame::Message(Message {
                 topic: retained.topic,
                 data: retained.data,
@@ -253,7 +259,18 @@ impl Session {
                 offset,
                 mid: mid.clone(),
             });
-            self.store.set_retained(self.name(), &f.topic, retained);
+            match &retained {
+                Some(message) => state.retained.insert(f.topic.clone(), message.clone()),
+                None => state.retained.remove(&f.topic),
+            };
+            self.store.write(
+                self.name(),
+                vec![Write::Retained {
+                    topic: f.topic.clone(),
+                    message: retained,
+                }],
+                None,
+            );
         }
         let mut targets = Vec::new();
         state.index.for_each_match(&f.topic, |k| targets.push(*k));

@@ -76,6 +76,8 @@ pub(super) struct State {
     /// Finished collections in the order they finished, so expiring them costs nothing per publish.
     pub(super) finished_acks: std::collections::VecDeque<(std::time::Instant, u64)>,
     pub(super) dedup: Dedup,
+    /// Retained messages by topic.
+    pub(super) retained: std::collections::BTreeMap<String, crate::store::Retained>,
 }
 
 impl State {

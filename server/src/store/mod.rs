@@ -1,14 +1,22 @@
-//! Storage seam: the [`Store`] trait and its in-memory implementation.
+//! Storage seam: the [`Store`] trait, what it stores, and its implementations.
 //!
-//! The broker keeps its routing state in memory and writes what must outlive a connection
-//! (session definitions and retained messages) through a `Store`. The SQLite store of a later
-//! release implements the same trait.
+//! The broker keeps its routing state in memory and writes what must outlive a connection or the
+//! process through a `Store`: session definitions, each session's message stream (epoch, offsets
+//! and history), retained messages, persistent clients and their QoS 1 copies. At start the
+//! broker reloads every session with [`Store::load`].
+//!
+//! Writes are asynchronous and ordered: [`Store::write`] queues a batch and calls its
+//! [`OnCommit`] once the batch (and everything written before it) is durable. The broker
+//! answers a QoS 1 `published` from that callback, so a confirmed message is on disk when the
+//! publisher hears of it. Implementations commit many batches at once (group commit).
 
 mod memory;
 
 pub use memory::MemoryStore;
 
-use sealbus::protocol::Payload;
+use std::sync::Arc;
+
+use sealbus::protocol::{Payload, Qos};
 use serde::{Deserialize, Serialize};
 
 use crate::config::SessionSettings;
@@ -58,10 +66,165 @@ pub struct Retained {
     pub mid: String,
 }
 
+/// Where a stored message lives: in the session's stream, or outside it (a direct message
+/// kept only for the QoS 1 copy of an absent persistent client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MessageKey {
+    /// A published message, by its stream offset (≥ 1).
+    Stream(u64),
+    /// A direct message, by a per-session sequence number (≥ 1).
+    Direct(u64),
+}
+
+impl MessageKey {
+    /// One signed integer for storage: offsets are positive, direct sequence numbers negative.
+    pub fn to_i64(self) -> i64 {
+        match self {
+            MessageKey::Stream(offset) => i64::try_from(offset).unwrap_or(i64::MAX),
+            MessageKey::Direct(seq) => -i64::try_from(seq).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The inverse of [`MessageKey::to_i64`]; `None` for 0.
+    pub fn from_i64(value: i64) -> Option<Self> {
+        match value {
+            0 => None,
+            v if v > 0 => Some(MessageKey::Stream(v.unsigned_abs())),
+            v => Some(MessageKey::Direct(v.unsigned_abs())),
+        }
+    }
+}
+
+/// A message as the store keeps it. The server never sees plaintext: sealed payloads are stored
+/// as the envelope it received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMessage {
+    /// Its key.
+    pub key: MessageKey,
+    /// Topic, or `@<client id>` for a direct message.
+    pub topic: String,
+    /// Payload.
+    pub data: Payload,
+    /// Publisher's client id.
+    pub from: String,
+    /// Server time of the publish (ms since the epoch).
+    pub ts: u64,
+    /// Message id.
+    pub mid: String,
+    /// Quality of service of the publish.
+    pub qos: Qos,
+    /// The publisher asked for a `dead_letter` notice.
+    pub notify_dead: bool,
+}
+
+/// A persistent client as stored: it keeps its subscriptions while away.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredClient {
+    /// Client id.
+    pub client_id: String,
+    /// Its subscriptions.
+    pub filters: Vec<String>,
+    /// When its state expires (ms since the epoch) if it stays away; `None` while connected.
+    pub expires_at: Option<u64>,
+}
+
+/// A persistent client's copy of a QoS 1 message, not yet acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyRef {
+    /// The message.
+    pub key: MessageKey,
+    /// Times it was written to the client so far.
+    pub attempts: u32,
+}
+
+/// A session's stream position as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamState {
+    /// Epoch of the stream.
+    pub epoch: String,
+    /// Largest offset ever written (history may be shorter).
+    pub last_offset: u64,
+}
+
+/// One change to the stored state of a session.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Starts (or restarts) the session's stream with a new epoch.
+    Stream {
+        /// The epoch.
+        epoch: String,
+    },
+    /// Stores a message: a stream message enters history (and raises the stored last offset);
+    /// a direct message is kept while a copy refers to it.
+    Message(Arc<StoredMessage>),
+    /// Forgets stream messages with an offset below `offset` that no copy refers to.
+    TrimHistory {
+        /// The first offset to keep.
+        offset: u64,
+    },
+    /// Sets (`Some`) or clears (`None`) the retained message of a topic.
+    Retained {
+        /// Topic.
+        topic: String,
+        /// The message, or `None` to clear.
+        message: Option<Retained>,
+    },
+    /// Creates or updates a persistent client.
+    Client(StoredClient),
+    /// Forgets a persistent client and all its copies.
+    DropClient {
+        /// Client id.
+        client_id: String,
+    },
+    /// Creates or updates a persistent client's copy of a message.
+    Copy {
+        /// Client id.
+        client_id: String,
+        /// The copy.
+        copy: CopyRef,
+    },
+    /// Forgets a copy (acknowledged or dead); a direct message with no copy left is forgotten.
+    DropCopy {
+        /// Client id.
+        client_id: String,
+        /// The message.
+        key: MessageKey,
+    },
+}
+
+/// Everything stored for one session, as [`Store::load`] returns it.
+#[derive(Debug, Clone, Default)]
+pub struct SessionData {
+    /// The stream, if one was started.
+    pub stream: Option<StreamState>,
+    /// Stream messages in offset order.
+    pub history: Vec<Arc<StoredMessage>>,
+    /// Direct messages still referred to by a copy.
+    pub directs: Vec<Arc<StoredMessage>>,
+    /// Retained messages, in topic order.
+    pub retained: Vec<Retained>,
+    /// Persistent clients, each with its copies in key order (stream before direct).
+    pub clients: Vec<(StoredClient, Vec<CopyRef>)>,
+}
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database reported an error.
+    #[error("store: {0}")]
+    Database(String),
+    /// The store's writer has stopped (an earlier error, or shutdown).
+    #[error("store: the writer has stopped")]
+    Stopped,
+}
+
+/// Called once a batch is durable (`Ok`) or could not be written (`Err`).
+pub type OnCommit = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+
 /// Persistent state of the server.
 ///
-/// Calls are synchronous and short; the broker calls them under a session's lock, so that
-/// retained messages change in publish order.
+/// Every method is cheap for the caller: the broker calls them under a session's lock, so that
+/// a session's writes reach the store in the order they happened.
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Saves (creates or replaces) a session definition.
     fn save_session(&self, record: &SessionRecord);
@@ -69,8 +232,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn delete_session(&self, name: &str);
     /// Every stored session.
     fn sessions(&self) -> Vec<SessionRecord>;
-    /// Sets (`Some`) or clears (`None`) the retained message of `topic` in `session`.
-    fn set_retained(&self, session: &str, topic: &str, message: Option<Retained>);
-    /// The retained messages of `session` whose topic matches `filter`, in topic order.
-    fn retained_matching(&self, session: &str, filter: &str) -> Vec<Retained>;
+    /// Everything stored for `session` (empty for an unknown session).
+    fn load(&self, session: &str) -> Result<SessionData, StoreError>;
+    /// Queues `writes` for `session`, in order after every earlier write; `on_commit` runs once
+    /// they are durable (it may run on another thread, or before `write` returns).
+    fn write(&self, session: &str, writes: Vec<Write>, on_commit: Option<OnCommit>);
+    /// Waits until everything written so far is durable.
+    fn flush(&self) -> Result<(), StoreError>;
 }
