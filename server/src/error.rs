@@ -24,6 +24,9 @@ pub enum Error {
     /// Reading a file or binding a socket failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// The connection or in-process participant ended (closed by the peer, replaced, shut
     /// down, slow consumer, ...).
     #[error("the connection ended")]
@@ -42,7 +45,7 @@ impl Error {
             Error::Protocol(err) => err.code,
             Error::Config(_) | Error::SessionExists(_) => ErrorCode::InvalidField,
             Error::NoSuchSession(_) => ErrorCode::NoSuchSession,
-            Error::Io(_) | Error::Crypto(_) => ErrorCode::Internal,
+            Error::Io(_) | Error::Crypto(_) | Error::Store(_) => ErrorCode::Internal,
             Error::Disconnected => ErrorCode::Disconnected,
         }
     }

@@ -25,6 +25,8 @@ pub struct SessionMetrics {
     pub retries: AtomicU64,
     /// QoS 0 copies dropped for full outbound queues.
     pub drops: AtomicU64,
+    /// QoS 1 copies that ran out of retries (or were pushed out of a full queue).
+    pub dead_letters: AtomicU64,
     /// Failed authentications.
     pub auth_failures: AtomicU64,
 }
@@ -35,7 +37,7 @@ impl SessionMetrics {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    fn rows(&self) -> [(&'static str, &'static str, &'static str, u64); 10] {
+    fn rows(&self) -> [(&'static str, &'static str, &'static str, u64); 11] {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             (
@@ -91,6 +93,12 @@ impl SessionMetrics {
                 "counter",
                 "QoS 0 copies dropped for full queues.",
                 get(&self.drops),
+            ),
+            (
+                "sealbus_dead_letters_total",
+                "counter",
+                "QoS 1 copies that became dead letters.",
+                get(&self.dead_letters),
             ),
             (
                 "sealbus_auth_failures_total",

@@ -193,7 +193,12 @@ impl Participant {
         let settings = session.settings();
         let (outbox, rx) = Outbox::new(QueueLimits::from(&settings), session.metrics().clone());
         let kill = outbox.kill_switch().clone();
-        let connected = session.connect(Some(client_id.clone()), Permissions::default(), outbox)?;
+        let connected = session.connect(
+            Some(client_id.clone()),
+            false,
+            Permissions::default(),
+            outbox,
+        )?;
         let routes = Arc::new(Mutex::new(Routes::default()));
         let (direct_tx, direct_rx) = mpsc::channel(settings.outbound_queue as usize);
         tokio::spawn(dispatch(
@@ -428,38 +433,39 @@ async fn dispatch(
             item = rx.recv() => item,
         };
         let Some(item) = item else { break };
-        let Some(frame) = item
-            .text()
-            .and_then(|text| codec.decode_server(text.as_bytes()).ok())
-        else {
-            continue;
-        };
-        match frame {
-            ServerFrame::Message(message) => {
-                let targets: Vec<mpsc::Sender<Delivery>> = {
-                    let routes = routes.lock().unwrap_or_else(|e| e.into_inner());
-                    routes
-                        .subscriptions
-                        .iter()
-                        .filter(|(filter, _)| matches(filter, &message.topic))
-                        .map(|(_, tx)| tx.clone())
-                        .collect()
-                };
-                for tx in targets {
-                    let delivery = Delivery {
-                        message: message.clone(),
-                        session: session.clone(),
-                        key,
+        for text in item.texts() {
+            let Ok(frame) = codec.decode_server(text.as_bytes()) else {
+                continue;
+            };
+            match frame {
+                ServerFrame::Message(message) => {
+                    let targets: Vec<mpsc::Sender<Delivery>> = {
+                        let routes = routes.lock().unwrap_or_else(|e| e.into_inner());
+                        routes
+                            .subscriptions
+                            .iter()
+                            .filter(|(filter, _)| matches(filter, &message.topic))
+                            .map(|(_, tx)| tx.clone())
+                            .collect()
                     };
-                    let _ = tx.send(delivery).await;
+                    for tx in targets {
+                        let delivery = Delivery {
+                            message: message.clone(),
+                            session: session.clone(),
+                            key,
+                        };
+                        let _ = tx.send(delivery).await;
+                    }
                 }
+                ServerFrame::Direct(direct) => {
+                    let _ = directs.send(direct).await;
+                }
+                ServerFrame::AckResponse(ref r) => {
+                    forward_ack(&routes, r.aid, frame.clone(), false)
+                }
+                ServerFrame::AckDone(ref d) => forward_ack(&routes, d.aid, frame.clone(), true),
+                frame => answer(&routes, frame),
             }
-            ServerFrame::Direct(direct) => {
-                let _ = directs.send(direct).await;
-            }
-            ServerFrame::AckResponse(ref r) => forward_ack(&routes, r.aid, frame.clone(), false),
-            ServerFrame::AckDone(ref d) => forward_ack(&routes, d.aid, frame.clone(), true),
-            frame => answer(&routes, frame),
         }
     }
     session.disconnect(key);

@@ -102,7 +102,7 @@ impl ServerBuilder {
             options.auth_failures,
             Duration::from_secs(options.auth_window_secs),
         );
-        Ok(Server {
+        let server = Server {
             inner: Arc::new(Inner {
                 broker,
                 options,
@@ -115,8 +115,13 @@ impl ServerBuilder {
                 ),
                 connections: watch::Sender::new(0),
                 shutdown: watch::Sender::new(false),
+                ticker: std::sync::OnceLock::new(),
             }),
-        })
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            server.start_ticker();
+        }
+        Ok(server)
     }
 }
 
@@ -163,6 +168,8 @@ pub(crate) struct Inner {
     /// WebSocket connections still running (their tasks outlive axum's graceful shutdown).
     pub(crate) connections: watch::Sender<usize>,
     shutdown: watch::Sender<bool>,
+    /// Set once the task driving the broker's timed work runs.
+    ticker: std::sync::OnceLock<()>,
 }
 
 /// A Sealbus server: cheap to clone, all clones share one broker.
@@ -192,6 +199,7 @@ impl Server {
     /// logins are rate-limited per peer address (without peer addresses there is no login rate
     /// limit).
     pub fn router(&self) -> Router {
+        self.start_ticker();
         Router::new()
             .route("/ws", axum::routing::get(crate::ws::upgrade))
             .merge(crate::admin::routes())
@@ -229,8 +237,30 @@ impl Server {
     /// `None`), with the same semantics as a remote client. Call it inside a Tokio runtime (it
     /// spawns the task that reads the participant's queue).
     pub fn participant(&self, session: &str, client_id: Option<&str>) -> Result<Participant> {
+        self.start_ticker();
         let session = self.inner.broker.session(session)?;
         Participant::join(session, client_id)
+    }
+
+    /// Starts (once) the task that runs the broker's timed work every [`TICK`]: QoS 1
+    /// redeliveries, dead letters, expiry. It ends when the last handle to the server is
+    /// dropped. Needs a tokio runtime: `build` starts it when called inside one, `router`,
+    /// `serve` and `participant` otherwise.
+    ///
+    /// [`TICK`]: crate::broker::TICK
+    fn start_ticker(&self) {
+        self.inner.ticker.get_or_init(|| {
+            let inner = Arc::downgrade(&self.inner);
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(crate::broker::TICK);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    interval.tick().await;
+                    let Some(inner) = inner.upgrade() else { break };
+                    inner.broker.tick();
+                }
+            });
+        });
     }
 
     /// Starts a graceful shutdown: queues drain, clients are closed with `shutting_down`, and

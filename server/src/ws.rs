@@ -132,7 +132,7 @@ impl Drop for Running {
 async fn connection(server: Server, socket: WebSocket, peer: Option<IpAddr>) {
     let _running = Running::new(&server);
     let (mut sink, mut stream) = socket.split();
-    let (session, hello) = match handshake(&server, &mut stream, peer).await {
+    let (session, admitted) = match handshake(&server, &mut stream, peer).await {
         Ok(joined) => joined,
         Err(Error::Disconnected) => return,
         Err(err) => {
@@ -151,7 +151,12 @@ async fn connection(server: Server, socket: WebSocket, peer: Option<IpAddr>) {
     };
     let settings = session.settings();
     let (outbox, rx) = Outbox::new(QueueLimits::from(&settings), session.metrics().clone());
-    let connected = match session.connect(hello.0, hello.1, outbox.clone()) {
+    let connected = match session.connect(
+        admitted.client_id,
+        admitted.persistent,
+        admitted.permissions,
+        outbox.clone(),
+    ) {
         Ok(connected) => connected,
         Err(err) => {
             close_with(&mut sink, err.to_frame()).await;
@@ -192,13 +197,22 @@ async fn connection(server: Server, socket: WebSocket, peer: Option<IpAddr>) {
     );
 }
 
-/// Waits for `hello` and authenticates it; returns the session, the client id to use and the
-/// connection's permissions.
+/// What an accepted `hello` grants the connection.
+struct Admitted {
+    /// The client id to use (from the token, or as asked; `None`: the server assigns one).
+    client_id: Option<String>,
+    /// The connection's permissions.
+    permissions: crate::auth::Permissions,
+    /// The client asked to be persistent.
+    persistent: bool,
+}
+
+/// Waits for `hello` and authenticates it; returns the session and what the connection gets.
 async fn handshake(
     server: &Server,
     stream: &mut Stream,
     peer: Option<IpAddr>,
-) -> Result<(Arc<Session>, (Option<String>, crate::auth::Permissions)), Error> {
+) -> Result<(Arc<Session>, Admitted), Error> {
     let deadline = Duration::from_millis(server.inner.options.hello_timeout_ms);
     let codec = Codec::new(server.inner.options.max_frame_bytes as usize);
     let hello: Hello = loop {
@@ -289,7 +303,14 @@ async fn handshake(
         .map_err(|_| failed())?
     };
     match checked {
-        Ok(granted) => Ok((session, granted)),
+        Ok((client_id, permissions)) => Ok((
+            session,
+            Admitted {
+                client_id,
+                permissions,
+                persistent: hello.persistent,
+            },
+        )),
         Err(err) => {
             if let Some(peer) = peer {
                 limiter.record_failure(peer);
@@ -402,18 +423,18 @@ async fn writer(
     // Frames are buffered while more are queued and flushed when the queue runs dry: one write
     // system call per burst instead of one per frame.
     let mut unflushed = false;
-    loop {
+    'frames: loop {
         if unflushed && rx.is_empty() {
             tokio::select! {
                 biased;
-                _ = killed.wait_for(|k| *k) => break,
+                _ = killed.wait_for(|k| *k) => break 'frames,
                 flushed = sink.flush() => if flushed.is_err() { return },
             }
             unflushed = false;
         }
         let item = tokio::select! {
             biased;
-            _ = killed.wait_for(|k| *k) => break,
+            _ = killed.wait_for(|k| *k) => break 'frames,
             item = rx.recv() => item,
         };
         let Some(item) = item else {
@@ -427,17 +448,18 @@ async fn writer(
             .await;
             return;
         };
-        let Some(text) = item.text() else { continue };
-        let len = text.len() as u64;
-        let message = Message::Text(text.clone());
-        tokio::select! {
-            biased;
-            _ = killed.wait_for(|k| *k) => break,
-            sent = sink.feed(message) => if sent.is_err() { return },
+        for text in item.texts() {
+            let len = text.len() as u64;
+            let message = Message::Text(text.clone());
+            tokio::select! {
+                biased;
+                _ = killed.wait_for(|k| *k) => break 'frames,
+                sent = sink.feed(message) => if sent.is_err() { return },
+            }
+            unflushed = true;
+            SessionMetrics::add(&metrics.messages_out, 1);
+            SessionMetrics::add(&metrics.bytes_out, len);
         }
-        unflushed = true;
-        SessionMetrics::add(&metrics.messages_out, 1);
-        SessionMetrics::add(&metrics.bytes_out, len);
     }
     let Some(reason) = kill.reason().cloned() else {
         return;
@@ -445,10 +467,10 @@ async fn writer(
     if reason.drain {
         let _ = tokio::time::timeout(CLOSE_GRACE, async {
             while let Some(item) = rx.try_recv() {
-                if let Some(text) = item.text()
-                    && sink.send(Message::Text(text.clone())).await.is_err()
-                {
-                    return;
+                for text in item.texts() {
+                    if sink.send(Message::Text(text.clone())).await.is_err() {
+                        return;
+                    }
                 }
             }
         })

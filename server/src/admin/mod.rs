@@ -83,7 +83,7 @@ impl From<Error> for ApiError {
         let status = match &err {
             Error::NoSuchSession(_) => StatusCode::NOT_FOUND,
             Error::SessionExists(_) => StatusCode::CONFLICT,
-            Error::Io(_) | Error::Crypto(_) | Error::Disconnected => {
+            Error::Io(_) | Error::Crypto(_) | Error::Store(_) | Error::Disconnected => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             Error::Config(_) => StatusCode::BAD_REQUEST,

@@ -228,6 +228,7 @@ pub(crate) async fn publish(
     }
     let (offset, mid) = session
         .publish_as_admin(request.topic, request.data, request.qos, request.retain)
+        .await
         .map_err(|err| ApiError::from(crate::error::Error::Protocol(err)))?;
     Ok(Json(json!({ "offset": offset, "mid": mid })))
 }

@@ -138,20 +138,25 @@ impl AckCollection {
 impl Session {
     pub(super) fn ack(&self, key: ClientKey, f: Ack) -> Result<(), ProtocolError> {
         SessionMetrics::add(&self.metrics.acks, 1);
+        let mut d = self.delivery();
         let mut state = self.lock();
-        let client = state
-            .clients
-            .get_mut(&key)
-            .ok_or_else(|| ProtocolError::new(ErrorCode::Disconnected, None, "closing"))?;
-        if let Some(did) = f.did
-            && !client.outstanding_dids.remove(&did)
-        {
-            return Err(ProtocolError::new(
-                ErrorCode::UnknownDeliveryId,
-                None,
-                format!("delivery id {did} is not outstanding"),
-            ));
+        if !state.clients.contains_key(&key) {
+            return Err(ProtocolError::new(ErrorCode::Disconnected, None, "closing"));
         }
+        if let Some(did) = f.did {
+            let settled = state.settle(key, did, &mut d);
+            self.commit(std::mem::take(&mut d.writes), None);
+            if !settled {
+                return Err(ProtocolError::new(
+                    ErrorCode::UnknownDeliveryId,
+                    None,
+                    format!("delivery id {did} is not outstanding"),
+                ));
+            }
+        }
+        let Some(client) = state.clients.get_mut(&key) else {
+            return Ok(());
+        };
         let Some(aid) = f.aid else { return Ok(()) };
         let from = client.id.clone();
         if !client.pending_aids.remove(&aid) {

@@ -6,19 +6,26 @@
 //! every decoded frame to [`Session::handle`]; answers and deliveries are pushed to the outboxes.
 
 mod acks;
+mod clients;
 mod dedup;
+mod delivery;
+mod history;
 mod outbox;
+mod publish;
 mod routing;
 mod session;
 #[cfg(test)]
 mod tests;
+mod tracking;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
+pub use delivery::DEAD_LETTER_PREFIX;
 pub use outbox::{Inbox, Kill, KillSwitch, Outbound, Outbox, QueueLimits};
 pub use session::{ClientInfo, ClientKey, Connected, Flow, Session};
+pub use tracking::Status as MessageStatus;
 
 use sealbus::protocol::{ErrorCode, Message};
 
@@ -75,7 +82,7 @@ impl Broker {
             record,
             self.store.clone(),
             self.backplane.clone(),
-        ));
+        )?);
         sessions.insert(session.name().to_owned(), session.clone());
         Ok(session)
     }
@@ -136,11 +143,23 @@ impl Broker {
         }
     }
 
+    /// Runs every session's timed work: QoS 1 redeliveries and dead letters, queued copies
+    /// that now fit in their client's queue, expiry of persistent clients and of history.
+    /// The server calls it every [`TICK`].
+    pub fn tick(&self) {
+        for session in self.sessions() {
+            session.tick();
+        }
+    }
+
     /// Whether a shutdown has started.
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
     }
 }
+
+/// How often [`Broker::tick`] runs: the resolution of retry intervals.
+pub const TICK: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {

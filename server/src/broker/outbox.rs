@@ -28,22 +28,31 @@ pub enum Outbound {
         /// Set when the publisher cancelled.
         cancelled: Arc<AtomicBool>,
     },
+    /// Frames that must be written together and in order (a history replay), queued as one
+    /// item so that a long replay cannot overflow the queue's frame bound.
+    Batch(Vec<Utf8Bytes>),
 }
 
 impl Outbound {
-    /// The frame text, or `None` if it was withdrawn.
-    pub fn text(&self) -> Option<&Utf8Bytes> {
+    /// The frames to write, in order (none if the item was withdrawn).
+    pub fn texts(&self) -> &[Utf8Bytes] {
         match self {
-            Outbound::Frame(text) => Some(text),
+            Outbound::Frame(text) => std::slice::from_ref(text),
             Outbound::Withdrawable { text, cancelled } => {
-                (!cancelled.load(Ordering::Acquire)).then_some(text)
+                if cancelled.load(Ordering::Acquire) {
+                    &[]
+                } else {
+                    std::slice::from_ref(text)
+                }
             }
+            Outbound::Batch(texts) => texts,
         }
     }
 
     fn len(&self) -> usize {
         match self {
             Outbound::Frame(text) | Outbound::Withdrawable { text, .. } => text.len(),
+            Outbound::Batch(texts) => texts.iter().map(|text| text.len()).sum(),
         }
     }
 }
@@ -196,7 +205,13 @@ impl Outbox {
         }
     }
 
-    /// Queues a frame that must not be lost (answers, QoS 1 and ack copies); a full queue
+    /// Queues `item` if the queue has room; false when it is full or closed (the caller keeps
+    /// the item, e.g. a QoS 1 copy that waits in the client's delivery queue).
+    pub fn offer(&self, item: Outbound) -> bool {
+        self.try_push(item).is_ok()
+    }
+
+    /// Queues a frame that must not be lost (answers, ack copies, replays); a full queue
     /// disconnects the client as a slow consumer.
     pub fn push(&self, item: Outbound) {
         if let Err(Some(_)) = self.try_push(item) {

@@ -1,54 +1,23 @@
-//! Subscribe, unsubscribe, publish and send: the routing half of [`Session`].
+//! Subscribe and unsubscribe, the routing half of [`Session`]: the subscription index, history
+//! replay for `since` (recovery), retained messages, and delivery of other nodes' messages.
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::collections::HashSet;
 
+use axum::extract::ws::Utf8Bytes;
 use sealbus::protocol::{
-    AckExpect, Direct, ErrorCode, Message, Payload, Position, ProtocolError, Publish, Published,
-    Qos, Recovery, Send, ServerFrame, Subscribe, Subscribed, Unsubscribe, Unsubscribed,
+    ErrorCode, Message, Position, ProtocolError, Qos, Recovery, ServerFrame, Subscribe, Subscribed,
+    Unsubscribe, Unsubscribed,
 };
-use sealbus::topic::{is_reserved, matches};
+use sealbus::topic::matches;
 
 use super::acks::AckCollection;
-use super::now_ms;
+use super::history::Replay;
 use super::outbox::Outbound;
 use super::session::{ClientKey, Session, State, encode};
-use crate::metrics::SessionMetrics;
-use crate::store::{Retained, Write};
+use crate::store::{MessageKey, StoredMessage, Write};
 
-/// Client id shown as `from` for messages published through the admin API.
-pub(crate) const ADMIN_ID: &str = "$admin";
-
-/// Who asked for a publish_with_ack collection, and about what.
-struct AckSpec {
-    publisher: ClientKey,
-    id: u64,
-    topic: Option<String>,
-    qos: Qos,
-}
-
-/// Answers a publish whose message id was seen within the dedup window: not delivered again.
-fn answer_duplicate(
-    state: &State,
-    publisher: Option<ClientKey>,
-    id: Option<u64>,
-    mid: &str,
-    offset: Option<u64>,
-) {
-    if let (Some(publisher), Some(id)) = (publisher, id) {
-        let published = ServerFrame::Published(Published {
-            id,
-            mid: mid.to_owned(),
-            offset,
-            duplicate: true,
-            queued: false,
-        });
-        state.send(publisher, &published);
-    }
-}
-
-fn not_connected(id: Option<u64>) -> ProtocolError {
+/// The error for a request from a connection that is already leaving the session.
+pub(super) fn not_connected(id: Option<u64>) -> ProtocolError {
     ProtocolError::new(ErrorCode::Disconnected, id, "connection is closing")
 }
 
@@ -67,6 +36,7 @@ impl Session {
                 "the token does not allow subscribing to this filter",
             ));
         }
+        let mut stored_client = None;
         if !client.filters.contains(&f.filter) {
             if client.filters.len() >= max {
                 return Err(ProtocolError::new(
@@ -76,37 +46,89 @@ impl Session {
                 ));
             }
             client.filters.insert(f.filter.clone());
+            if client.persistent {
+                stored_client = Some(client.stored());
+            }
             state
                 .index
                 .insert(&f.filter, key)
                 .map_err(|err| ProtocolError::new(err.code(), Some(f.id), err.to_string()))?;
         }
+        let (recovery, replay) = self.recover(&state, key, &f);
+        let position = Position {
+            epoch: self.epoch.clone(),
+            offset: state.last_offset,
+        };
         let subscribed = ServerFrame::Subscribed(Subscribed {
             id: f.id,
             filter: f.filter.clone(),
-            // History replay comes with the history store; until then nothing is recovered.
-            recovery: f.since.as_ref().map(|_| Recovery::NotRecovered),
-            replayed: None,
-            position: Position {
-                epoch: self.epoch.clone(),
-                offset: state.last_offset,
-            },
+            recovery,
+            replayed: (recovery == Some(Recovery::Recovered)).then_some(replay.len() as u64),
+            position,
         });
         state.send(key, &subscribed);
-        let retained: Vec<Retained> = state
+        if !replay.is_empty()
+            && let Some(outbox) = state.clients.get(&key).and_then(|c| c.outbox.as_ref())
+        {
+            outbox.push(Outbound::Batch(replay));
+        }
+        if recovery != Some(Recovery::Recovered) {
+            self.send_retained(&state, key, &f.filter);
+        }
+        if let Some(client) = stored_client {
+            self.commit(vec![Write::Client(client)], None);
+        }
+        Ok(())
+    }
+
+    /// Whether a subscribe's `since` can be honoured, and the encoded replay (messages the
+    /// client already holds a QoS 1 copy of are left out: that copy reaches it anyway).
+    fn recover(
+        &self,
+        state: &State,
+        key: ClientKey,
+        f: &Subscribe,
+    ) -> (Option<Recovery>, Vec<Utf8Bytes>) {
+        let Some(since) = &f.since else {
+            return (None, Vec::new());
+        };
+        if since.epoch != self.epoch {
+            return (Some(Recovery::NotRecovered), Vec::new());
+        }
+        let messages = match state
+            .history
+            .replay(since.offset, state.last_offset, &f.filter)
+        {
+            Replay::Recovered(messages) => messages,
+            Replay::NotRecovered => return (Some(Recovery::NotRecovered), Vec::new()),
+        };
+        let held: HashSet<MessageKey> = state
+            .clients
+            .get(&key)
+            .map(|c| c.copies.keys().collect())
+            .unwrap_or_default();
+        let replay = messages
+            .into_iter()
+            .filter(|m| !held.contains(&m.key))
+            .filter_map(|m| encode(&replay_frame(m)))
+            .collect();
+        (Some(Recovery::Recovered), replay)
+    }
+
+    /// Sends client `key` the retained messages matching `filter`.
+    fn send_retained(&self, state: &State, key: ClientKey, filter: &str) {
+        for retained in state
             .retained
             .values()
-            .filter(|message| matches(&f.filter, &message.topic))
-            .cloned()
-            .collect();
-        for retained in retained {
+            .filter(|message| matches(filter, &message.topic))
+        {
             let frame = ServerFrame::Message(Message {
-                topic: retained.topic,
-                data: retained.data,
-                from: retained.from,
+                topic: retained.topic.clone(),
+                data: retained.data.clone(),
+                from: retained.from.clone(),
                 ts: retained.ts,
                 offset: Some(retained.offset),
-                mid: Some(retained.mid),
+                mid: Some(retained.mid.clone()),
                 qos: Qos::AtMostOnce,
                 did: None,
                 aid: None,
@@ -116,7 +138,6 @@ impl Session {
             });
             state.send(key, &frame);
         }
-        Ok(())
     }
 
     pub(super) fn unsubscribe(&self, key: ClientKey, f: Unsubscribe) -> Result<(), ProtocolError> {
@@ -126,6 +147,9 @@ impl Session {
             .get_mut(&key)
             .ok_or_else(|| not_connected(Some(f.id)))?;
         if client.filters.remove(&f.filter) {
+            if client.persistent {
+                self.commit(vec![Write::Client(client.stored())], None);
+            }
             let id = client.id.clone();
             let filters: Vec<String> = client.filters.iter().cloned().collect();
             let pending: Vec<u64> = client.pending_aids.iter().copied().collect();
@@ -152,54 +176,6 @@ impl Session {
         Ok(())
     }
 
-    pub(super) fn publish(
-        self: &Arc<Self>,
-        key: ClientKey,
-        f: Publish,
-    ) -> Result<(), ProtocolError> {
-        let timeout = f.ack.map(|ack| ack.timeout_ms);
-        let mut state = self.lock();
-        let client = state.clients.get(&key).ok_or_else(|| not_connected(f.id))?;
-        if is_reserved(&f.topic) || !client.permissions.may_publish(&f.topic) {
-            return Err(ProtocolError::new(
-                ErrorCode::Forbidden,
-                f.id,
-                "publishing to this topic is not allowed",
-            ));
-        }
-        let from = client.id.clone();
-        let aid = self.route(&mut state, &from, Some(key), f)?;
-        drop(state);
-        if let (Some(aid), Some(timeout)) = (aid, timeout) {
-            self.start_ack_timer(aid, timeout);
-        }
-        Ok(())
-    }
-
-    /// Publishes through the admin API (`from` is `$admin`); returns the offset and message id.
-    pub fn publish_as_admin(
-        &self,
-        topic: String,
-        data: Payload,
-        qos: Qos,
-        retain: bool,
-    ) -> Result<(u64, String), ProtocolError> {
-        let publish = Publish {
-            id: None,
-            mid: None,
-            topic,
-            data,
-            qos,
-            retain,
-            ack: None,
-            notify_dead: false,
-        };
-        let mut state = self.lock();
-        self.route(&mut state, &Arc::from(ADMIN_ID), None, publish)?;
-        let offset = state.last_offset;
-        Ok((offset, self.server_mid(offset)))
-    }
-
     /// Delivers a message that another node published (handed over by a [`Backplane`]) to this
     /// node's matching subscribers, as QoS 0 copies; it is not handed back to the backplane.
     ///
@@ -219,304 +195,32 @@ impl Session {
         };
         if let Some(text) = encode(&ServerFrame::Message(copy)) {
             for key in &targets {
-                if let Some(client) = state.clients.get(key) {
-                    client.outbox.push_droppable(text.clone());
+                if let Some(outbox) = state.clients.get(key).and_then(|c| c.outbox.as_ref()) {
+                    outbox.push_droppable(text.clone());
                 }
             }
         }
     }
+}
 
-    /// Routes a validated publish: offset, retained, fan-out, answers. Returns the ack id of a
-    /// publish_with_ack.
-    fn route(
-        &self,
-        state: &mut State,
-        from: &Arc<str>,
-        publisher: Option<ClientKey>,
-        f: Publish,
-    ) -> Result<Option<u64>, ProtocolError> {
-        self.check_size(&f.data, f.id)?;
-        if let Some(mid) = &f.mid
-            && let Some(offset) = state.dedup.seen(mid)
-        {
-            answer_duplicate(state, publisher, f.id, mid, offset);
-            return Ok(None);
-        }
-        state.last_offset += 1;
-        let offset = state.last_offset;
-        if let Some(mid) = &f.mid {
-            state.dedup.record(mid, Some(offset));
-        }
-        let ts = now_ms();
-        let mid_given = f.mid.is_some();
-        let mid = f.mid.unwrap_or_else(|| self.server_mid(offset));
-        if f.retain {
-            let retained = (!f.data.is_empty()).then(|| Retained {
-                topic: f.topic.clone(),
-                data: f.data.clone(),
-                from: from.to_string(),
-                ts,
-                offset,
-                mid: mid.clone(),
-            });
-            match &retained {
-                Some(message) => state.retained.insert(f.topic.clone(), message.clone()),
-                None => state.retained.remove(&f.topic),
-            };
-            self.store.write(
-                self.name(),
-                vec![Write::Retained {
-                    topic: f.topic.clone(),
-                    message: retained,
-                }],
-                None,
-            );
-        }
-        let mut targets = Vec::new();
-        state.index.for_each_match(&f.topic, |k| targets.push(*k));
-        targets.sort_unstable();
-        targets.dedup();
-        let mut message = Message {
-            topic: f.topic,
-            data: f.data,
-            from: from.to_string(),
-            ts,
-            offset: Some(offset),
-            mid: (mid_given || f.qos == Qos::AtLeastOnce).then(|| mid.clone()),
-            qos: f.qos,
-            did: None,
-            aid: None,
-            retained: false,
-            replay: false,
-            dup: false,
-        };
-        SessionMetrics::add(&self.metrics.published, 1);
-        let aid = match (f.ack, publisher, f.id) {
-            (Some(_), Some(publisher), Some(id)) => {
-                let topic = message.topic.clone();
-                Some(self.fan_out_with_ack(
-                    state,
-                    AckSpec {
-                        publisher,
-                        id,
-                        topic: Some(topic),
-                        qos: f.qos,
-                    },
-                    &targets,
-                    |aid, did| {
-                        message.aid = Some(aid);
-                        message.did = did;
-                        ServerFrame::Message(message.clone())
-                    },
-                ))
-            }
-            _ => {
-                if f.qos == Qos::AtMostOnce {
-                    if let Some(text) = encode(&ServerFrame::Message(message.clone())) {
-                        for key in &targets {
-                            if let Some(client) = state.clients.get(key) {
-                                client.outbox.push_droppable(text.clone());
-                            }
-                        }
-                    }
-                } else {
-                    for key in &targets {
-                        let Some(client) = state.clients.get_mut(key) else {
-                            continue;
-                        };
-                        client.next_did += 1;
-                        client.outstanding_dids.insert(client.next_did);
-                        message.did = Some(client.next_did);
-                        if let Some(text) = encode(&ServerFrame::Message(message.clone())) {
-                            client.outbox.push(Outbound::Frame(text));
-                        }
-                    }
-                    message.did = None;
-                }
-                if let (Some(id), Some(publisher)) = (f.id, publisher) {
-                    let published = ServerFrame::Published(Published {
-                        id,
-                        mid,
-                        offset: Some(offset),
-                        duplicate: false,
-                        queued: false,
-                    });
-                    state.send(publisher, &published);
-                }
-                None
-            }
-        };
-        message.aid = None;
-        message.did = None;
-        self.backplane.publish(self.name(), &message);
-        Ok(aid)
-    }
-
-    /// Creates an ack collection for `targets`, answers `ack_expect` and queues one
-    /// withdrawable copy per target (built by `frame(aid, did)`).
-    fn fan_out_with_ack(
-        &self,
-        state: &mut State,
-        spec: AckSpec,
-        targets: &[ClientKey],
-        mut frame: impl FnMut(u64, Option<u64>) -> ServerFrame,
-    ) -> u64 {
-        let AckSpec {
-            publisher,
-            id,
-            topic,
-            qos,
-        } = spec;
-        state.next_aid += 1;
-        let aid = state.next_aid;
-        let cancelled = Arc::new(AtomicBool::new(false));
-        let mut expected = Vec::with_capacity(targets.len());
-        for key in targets {
-            if let Some(client) = state.clients.get(key) {
-                expected.push((client.id.clone(), *key));
-            }
-        }
-        let expect = ServerFrame::AckExpect(AckExpect {
-            id,
-            aid,
-            expected: expected.iter().map(|(id, _)| id.to_string()).collect(),
-        });
-        state.send(publisher, &expect);
-        AckCollection::insert(state, aid, publisher, topic, &expected, cancelled.clone());
-        for (_, key) in &expected {
-            let Some(client) = state.clients.get_mut(key) else {
-                continue;
-            };
-            client.pending_aids.insert(aid);
-            let did = (qos == Qos::AtLeastOnce).then(|| {
-                client.next_did += 1;
-                client.outstanding_dids.insert(client.next_did);
-                client.next_did
-            });
-            if let Some(text) = encode(&frame(aid, did)) {
-                client.outbox.push(Outbound::Withdrawable {
-                    text,
-                    cancelled: cancelled.clone(),
-                });
-            }
-        }
-        if expected.is_empty() {
-            AckCollection::finish(state, aid, sealbus::protocol::AckOutcome::Complete);
-        }
-        aid
-    }
-
-    pub(super) fn send_direct(
-        self: &Arc<Self>,
-        key: ClientKey,
-        f: Send,
-    ) -> Result<(), ProtocolError> {
-        self.check_size(&f.data, f.id)?;
-        let mut state = self.lock();
-        let from = state
-            .clients
-            .get(&key)
-            .map(|c| c.id.clone())
-            .ok_or_else(|| not_connected(f.id))?;
-        let Some(target) = state.by_id.get(f.to.as_str()).copied() else {
-            return Err(ProtocolError::new(
-                ErrorCode::NoSuchClient,
-                f.id,
-                format!("client `{}` is not connected", f.to),
-            ));
-        };
-        if let Some(mid) = &f.mid {
-            if let Some(offset) = state.dedup.seen(mid) {
-                answer_duplicate(&state, Some(key), f.id, mid, offset);
-                return Ok(());
-            }
-            state.dedup.record(mid, None);
-        }
-        let mid = f
-            .mid
-            .unwrap_or_else(|| format!("s-{}", crate::auth::random_token::<9>()));
-        let mut direct = Direct {
-            data: f.data,
-            from: from.to_string(),
-            ts: now_ms(),
-            mid: Some(mid.clone()),
-            qos: f.qos,
-            did: None,
-            aid: None,
-            dup: false,
-        };
-        SessionMetrics::add(&self.metrics.published, 1);
-        match (f.ack, f.id) {
-            (Some(ack), Some(id)) => {
-                let aid = self.fan_out_with_ack(
-                    &mut state,
-                    AckSpec {
-                        publisher: key,
-                        id,
-                        topic: None,
-                        qos: f.qos,
-                    },
-                    &[target],
-                    |aid, did| {
-                        direct.aid = Some(aid);
-                        direct.did = did;
-                        ServerFrame::Direct(direct.clone())
-                    },
-                );
-                drop(state);
-                self.start_ack_timer(aid, ack.timeout_ms);
-            }
-            _ => {
-                if let Some(client) = state.clients.get_mut(&target) {
-                    if f.qos == Qos::AtLeastOnce {
-                        client.next_did += 1;
-                        client.outstanding_dids.insert(client.next_did);
-                        direct.did = Some(client.next_did);
-                    }
-                    if let Some(text) = encode(&ServerFrame::Direct(direct)) {
-                        client.outbox.push(Outbound::Frame(text));
-                    }
-                }
-                if let Some(id) = f.id {
-                    let published = ServerFrame::Published(Published {
-                        id,
-                        mid,
-                        offset: None,
-                        duplicate: false,
-                        queued: false,
-                    });
-                    state.send(key, &published);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The message id the server gives a publish that came without one: unique per epoch.
-    fn server_mid(&self, offset: u64) -> String {
-        format!("{}-{offset}", self.epoch)
-    }
-
-    fn check_size(&self, data: &Payload, id: Option<u64>) -> Result<(), ProtocolError> {
-        let max = self.settings().max_message_bytes as usize;
-        let size = data.size();
-        if size > max {
-            return Err(ProtocolError::new(
-                ErrorCode::MessageTooLarge,
-                id,
-                format!("payload of {size} bytes exceeds the limit of {max} bytes"),
-            ));
-        }
-        Ok(())
-    }
-
-    fn start_ack_timer(self: &Arc<Self>, aid: u64, timeout_ms: u64) {
-        let session = Arc::downgrade(self);
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(timeout_ms)).await;
-            if let Some(session) = session.upgrade() {
-                session.ack_timeout(aid);
-            }
-        });
-    }
+/// A history message as replayed: QoS 0, `replay: true` (it is not retried).
+fn replay_frame(message: &StoredMessage) -> ServerFrame {
+    let offset = match message.key {
+        MessageKey::Stream(offset) => Some(offset),
+        MessageKey::Direct(_) => None,
+    };
+    ServerFrame::Message(Message {
+        topic: message.topic.clone(),
+        data: message.data.clone(),
+        from: message.from.clone(),
+        ts: message.ts,
+        offset,
+        mid: Some(message.mid.clone()),
+        qos: Qos::AtMostOnce,
+        did: None,
+        aid: None,
+        retained: false,
+        replay: true,
+        dup: false,
+    })
 }

@@ -1,24 +1,29 @@
 //! [`Session`]: one virtual broker, its clients and its lock.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
-use sealbus::protocol::{Auth, ClientFrame, Codec, ErrorCode, ProtocolError, ServerFrame, Welcome};
+use sealbus::protocol::{Auth, ClientFrame, Codec, ErrorCode, ProtocolError, ServerFrame};
 use sealbus::topic::SubscriptionIndex;
 use sha2::{Digest as _, Sha256};
 
 use super::Backplane;
 use super::acks::AckCollection;
 use super::dedup::Dedup;
-use super::outbox::{Kill, Outbound, Outbox};
+use super::delivery::{Copies, Delivery};
+use super::history::History;
+use super::outbox::{Outbound, Outbox};
+use super::tracking::Tracker;
 use crate::auth::{self, Permissions};
 use crate::config::SessionSettings;
 use crate::error::{Error, Result};
 use crate::metrics::SessionMetrics;
-use crate::store::{SessionRecord, Store};
+use crate::store::{OnCommit, Retained, SessionRecord, Store, StoredClient, Write};
 
-/// Identifies one connection of a session (a client id may be reused by a later connection).
+/// Identifies one connection of a session (a client id may be reused by a later connection; a
+/// persistent client gets a new key each time it comes back).
 pub type ClientKey = u64;
 
 /// What the connection should do after a frame was handled.
@@ -37,30 +42,76 @@ pub struct Connected {
     pub key: ClientKey,
     /// The client id it got.
     pub client_id: Arc<str>,
+    /// A persistent client found its earlier state (subscriptions and queued messages).
+    pub session_present: bool,
 }
 
-/// A connected client as the admin API shows it.
+/// A client as the admin API shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ClientInfo {
     /// Client id.
     pub client_id: String,
+    /// Whether it is connected now (a persistent client may be away).
+    pub connected: bool,
+    /// Whether its state outlives its connection.
+    pub persistent: bool,
     /// Filters it holds.
     pub subscriptions: Vec<String>,
     /// Frames waiting in its outbound queue.
     pub queue_depth: usize,
+    /// QoS 1 copies written and not yet acknowledged.
+    pub in_flight: usize,
+    /// QoS 1 copies waiting to be written.
+    pub queued: usize,
 }
 
-/// One connected client inside the session state.
+/// One client inside the session state.
 #[derive(Debug)]
 pub(super) struct ClientEntry {
     pub(super) id: Arc<str>,
-    pub(super) outbox: Outbox,
+    /// The connection's queue; `None` while a persistent client is away.
+    pub(super) outbox: Option<Outbox>,
     pub(super) permissions: Permissions,
     pub(super) filters: BTreeSet<String>,
     pub(super) next_did: u64,
-    pub(super) outstanding_dids: HashSet<u64>,
+    /// QoS 1 copies held for this client.
+    pub(super) copies: Copies,
     /// Ack ids this client is expected to answer.
     pub(super) pending_aids: HashSet<u64>,
+    /// Its subscriptions and copies outlive the connection (and are stored).
+    pub(super) persistent: bool,
+    /// While a persistent client is away: when its state expires (ms since the Unix epoch).
+    pub(super) expires_at: Option<u64>,
+}
+
+impl ClientEntry {
+    pub(super) fn new(
+        id: Arc<str>,
+        outbox: Option<Outbox>,
+        permissions: Permissions,
+        persistent: bool,
+    ) -> Self {
+        ClientEntry {
+            id,
+            outbox,
+            permissions,
+            filters: BTreeSet::new(),
+            next_did: 0,
+            copies: Copies::default(),
+            pending_aids: HashSet::new(),
+            persistent,
+            expires_at: None,
+        }
+    }
+
+    /// The stored form of a persistent client.
+    pub(super) fn stored(&self) -> StoredClient {
+        StoredClient {
+            client_id: self.id.to_string(),
+            filters: self.filters.iter().cloned().collect(),
+            expires_at: self.expires_at,
+        }
+    }
 }
 
 /// The mutable state of a session, behind its lock.
@@ -71,22 +122,38 @@ pub(super) struct State {
     pub(super) index: SubscriptionIndex<ClientKey>,
     pub(super) next_key: ClientKey,
     pub(super) last_offset: u64,
+    /// Sequence number of the last direct message kept for a QoS 1 copy.
+    pub(super) next_direct: u64,
     pub(super) next_aid: u64,
     pub(super) acks: HashMap<u64, AckCollection>,
     /// Finished collections in the order they finished, so expiring them costs nothing per publish.
-    pub(super) finished_acks: std::collections::VecDeque<(std::time::Instant, u64)>,
+    pub(super) finished_acks: VecDeque<(Instant, u64)>,
     pub(super) dedup: Dedup,
     /// Retained messages by topic.
-    pub(super) retained: std::collections::BTreeMap<String, crate::store::Retained>,
+    pub(super) retained: BTreeMap<String, Retained>,
+    /// The last messages of the stream.
+    pub(super) history: History,
+    /// When in-flight QoS 1 copies are due for redelivery: (due, client, delivery id), in
+    /// time order (entries of settled copies are skipped when they come up).
+    pub(super) retries: VecDeque<(Instant, ClientKey, u64)>,
+    /// Clients whose queued copies wait for room in their outbound queue.
+    pub(super) backlogged: HashSet<ClientKey>,
+    /// Delivery status of QoS 1 messages.
+    pub(super) tracker: Tracker,
+    /// When the once-a-second work (expiry, history trim) last ran.
+    pub(super) housekept: Option<Instant>,
 }
+
+/// How often expiry of persistent clients and history trimming run.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
 impl State {
     /// Encodes `frame` and queues it for `key` as a frame that must not be dropped.
     pub(super) fn send(&self, key: ClientKey, frame: &ServerFrame) {
-        if let Some(client) = self.clients.get(&key)
+        if let Some(outbox) = self.clients.get(&key).and_then(|c| c.outbox.as_ref())
             && let Some(text) = encode(frame)
         {
-            client.outbox.push(Outbound::Frame(text));
+            outbox.push(Outbound::Frame(text));
         }
     }
 
@@ -123,21 +190,40 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session with what `store` holds for it: its stream (or a new one), history, retained
+    /// messages, persistent clients and their copies.
     pub(super) fn new(
         record: SessionRecord,
         store: Arc<dyn Store>,
         backplane: Arc<dyn Backplane>,
-    ) -> Self {
-        Session {
+    ) -> Result<Self> {
+        let data = store.load(&record.name)?;
+        let mut state = State::default();
+        let epoch = match &data.stream {
+            Some(stream) => stream.epoch.clone(),
+            None => {
+                let epoch = auth::random_token::<6>();
+                let start = Write::Stream {
+                    epoch: epoch.clone(),
+                };
+                store.write(&record.name, vec![start], None);
+                epoch
+            }
+        };
+        let metrics = Arc::new(SessionMetrics::default());
+        let session = Session {
             name: record.name.clone(),
-            epoch: auth::random_token::<6>(),
+            epoch,
             record: RwLock::new(record),
             verified: Mutex::new(None),
             state: Mutex::new(State::default()),
-            metrics: Arc::new(SessionMetrics::default()),
+            metrics,
             store,
             backplane,
-        }
+        };
+        session.restore(&mut state, data);
+        *session.lock() = state;
+        Ok(session)
     }
 
     /// The session name.
@@ -174,7 +260,32 @@ impl Session {
 
     pub(super) fn set_record(&self, record: SessionRecord) {
         *self.verified.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.lock()
+            .tracker
+            .set_keep(record.settings.history_size as usize);
         *self.record.write().unwrap_or_else(|e| e.into_inner()) = record;
+    }
+
+    /// The settings of QoS 1 delivery for an operation starting now.
+    pub(super) fn delivery(&self) -> Delivery<'_> {
+        let settings = self.settings();
+        Delivery {
+            now: Instant::now(),
+            retry: Duration::from_millis(settings.retry_interval_ms),
+            max_retries: settings.max_retries,
+            queue_limit: settings.offline_queue_size.max(1) as usize,
+            writes: Vec::new(),
+            metrics: &self.metrics,
+        }
+    }
+
+    /// Hands an operation's store writes to the store (in order, under the session's lock);
+    /// `on_commit` runs once they are durable.
+    pub(super) fn commit(&self, writes: Vec<Write>, on_commit: Option<OnCommit>) {
+        if writes.is_empty() && on_commit.is_none() {
+            return;
+        }
+        self.store.write(&self.name, writes, on_commit);
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
@@ -217,116 +328,41 @@ impl Session {
         }
     }
 
-    /// Registers a connection and queues its `welcome`. A connection already holding the
-    /// client id is closed with `replaced`.
-    pub fn connect(
-        &self,
-        client_id: Option<String>,
-        permissions: Permissions,
-        outbox: Outbox,
-    ) -> Result<Connected> {
+    /// Timed work (see [`Broker::tick`](super::Broker::tick)).
+    pub fn tick(&self) {
         let settings = self.settings();
+        let mut d = self.delivery();
         let mut state = self.lock();
-        let client_id: Arc<str> = match client_id {
-            Some(id) => id.into(),
-            None => format!("c-{}", auth::random_token::<9>()).into(),
-        };
-        let previous = state.by_id.get(&client_id).copied();
-        if previous.is_none() && state.clients.len() >= settings.max_clients as usize {
-            return Err(Error::protocol(
-                ErrorCode::TooManyClients,
-                None,
-                "the session has its maximum number of clients",
-            ));
+        state.retry_due(&mut d);
+        let backlogged: Vec<ClientKey> = state.backlogged.iter().copied().collect();
+        for key in backlogged {
+            state.flush_queue(key, &mut d);
+            if state
+                .clients
+                .get(&key)
+                .is_none_or(|c| c.copies.queued.is_empty() || c.outbox.is_none())
+            {
+                state.backlogged.remove(&key);
+            }
         }
-        if let Some(old) = previous
-            && let Some(entry) = self.remove_client(&mut state, old)
+        if state
+            .housekept
+            .is_none_or(|at| d.now.duration_since(at) >= HOUSEKEEPING)
         {
-            tracing::info!(session = %self.name, client = %client_id, "client id taken over");
-            entry.outbox.kill_switch().kill(Kill {
-                code: ErrorCode::Replaced,
-                message: "another connection took this client id".into(),
-                drain: false,
-            });
+            state.housekept = Some(d.now);
+            let now = super::now_ms();
+            self.expire_away(&mut state, now, &mut d);
+            let oldest = now.saturating_sub(settings.history_secs.saturating_mul(1000));
+            let last_offset = state.last_offset;
+            if let Some(offset) =
+                state
+                    .history
+                    .trim(settings.history_size as usize, oldest, last_offset)
+            {
+                d.writes.push(Write::TrimHistory { offset });
+            }
         }
-        state.next_key += 1;
-        let key = state.next_key;
-        state.by_id.insert(client_id.clone(), key);
-        state.clients.insert(
-            key,
-            ClientEntry {
-                id: client_id.clone(),
-                outbox,
-                permissions,
-                filters: BTreeSet::new(),
-                next_did: 0,
-                outstanding_dids: HashSet::new(),
-                pending_aids: HashSet::new(),
-            },
-        );
-        crate::metrics::SessionMetrics::add(&self.metrics.connections, 1);
-        let welcome = ServerFrame::Welcome(Welcome {
-            v: sealbus::protocol::PROTOCOL_VERSION,
-            session: self.name.clone(),
-            client_id: client_id.to_string(),
-            epoch: self.epoch.clone(),
-            session_present: false,
-            limits: settings.limits(),
-            server: concat!("sealbus/", env!("CARGO_PKG_VERSION")).into(),
-        });
-        state.send(key, &welcome);
-        Ok(Connected { key, client_id })
-    }
-
-    /// Removes a connection (it closed or was closed); its pending ack responses become
-    /// `disconnected`, and the collections it published are dropped.
-    pub fn disconnect(&self, key: ClientKey) {
-        let mut state = self.lock();
-        self.remove_client(&mut state, key);
-    }
-
-    fn remove_client(&self, state: &mut State, key: ClientKey) -> Option<ClientEntry> {
-        let entry = state.clients.remove(&key)?;
-        if state.by_id.get(&entry.id) == Some(&key) {
-            state.by_id.remove(&entry.id);
-        }
-        for filter in &entry.filters {
-            state.index.remove(filter, &key);
-        }
-        for aid in &entry.pending_aids {
-            AckCollection::respond_disconnected(state, *aid, &entry.id);
-        }
-        state
-            .acks
-            .retain(|_, collection| collection.publisher != Some(key));
-        self.metrics
-            .connections
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        Some(entry)
-    }
-
-    /// Ends every connection of the session for `kill`.
-    pub fn kill_all(&self, kill: Kill) {
-        let state = self.lock();
-        for client in state.clients.values() {
-            client.outbox.kill_switch().kill(kill.clone());
-        }
-    }
-
-    /// The connected clients, their subscriptions and queue depths.
-    pub fn clients(&self) -> Vec<ClientInfo> {
-        let state = self.lock();
-        let mut clients: Vec<ClientInfo> = state
-            .clients
-            .values()
-            .map(|client| ClientInfo {
-                client_id: client.id.to_string(),
-                subscriptions: client.filters.iter().cloned().collect(),
-                queue_depth: client.outbox.depth(),
-            })
-            .collect();
-        clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-        clients
+        self.commit(d.writes, None);
     }
 
     /// Handles one frame from connection `key`: routes it and queues the answers (errors
@@ -339,7 +375,12 @@ impl Session {
                 None,
                 "this connection is already authenticated",
             )),
-            ClientFrame::Bye(_) => return Flow::Close,
+            ClientFrame::Bye(bye) => {
+                if bye.discard {
+                    self.discard_on_leave(key);
+                }
+                return Flow::Close;
+            }
             ClientFrame::Ping(ping) => {
                 let state = self.lock();
                 state.send(
@@ -355,11 +396,7 @@ impl Session {
             ClientFrame::Ack(f) => self.ack(key, f),
             ClientFrame::AckStatus(f) => self.ack_status(key, f),
             ClientFrame::AckCancel(f) => self.ack_cancel(key, f),
-            ClientFrame::DeliveryStatus(f) => Err(ProtocolError::new(
-                ErrorCode::UnknownMessageId,
-                Some(f.id),
-                "the server holds no stored QoS 1 message with this id",
-            )),
+            ClientFrame::DeliveryStatus(f) => self.delivery_status(key, f),
         };
         if let Err(mut err) = result {
             if err.id.is_none() {

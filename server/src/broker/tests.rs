@@ -33,7 +33,7 @@ fn limits(frames: usize) -> QueueLimits {
 fn join(session: &Session, id: &str) -> (u64, Inbox) {
     let (outbox, mut rx) = Outbox::new(limits(64), session.metrics().clone());
     let connected = session
-        .connect(Some(id.into()), Permissions::default(), outbox)
+        .connect(Some(id.into()), false, Permissions::default(), outbox)
         .unwrap();
     assert!(matches!(frame(&mut rx), Some(v) if v["type"] == "welcome"));
     (connected.key, rx)
@@ -48,7 +48,7 @@ fn handle(session: &Arc<Session>, key: u64, frame: Value) {
 
 fn frame(rx: &mut Inbox) -> Option<Value> {
     let item = rx.try_recv()?;
-    let text = item.text()?;
+    let text = item.texts().first()?;
     Some(serde_json::from_str(text).unwrap())
 }
 
@@ -106,7 +106,7 @@ async fn cancelled_copies_are_withdrawn_from_the_queue() {
     );
     assert_eq!(frame(&mut rx_p).unwrap()["outcome"], "cancelled");
     let queued = rx_s.try_recv().unwrap();
-    assert!(queued.text().is_none(), "the queued copy is withdrawn");
+    assert!(queued.texts().is_empty(), "the queued copy is withdrawn");
 }
 
 #[tokio::test]
@@ -128,10 +128,15 @@ async fn leaving_answers_disconnected_and_takeover_kills_the_old_connection() {
     let (outbox, _rx) = Outbox::new(limits(8), session.metrics().clone());
     let old_kill = {
         let state = session.lock();
-        state.clients[&sub].outbox.kill_switch().clone()
+        state.clients[&sub]
+            .outbox
+            .as_ref()
+            .unwrap()
+            .kill_switch()
+            .clone()
     };
     session
-        .connect(Some("s".into()), Permissions::default(), outbox)
+        .connect(Some("s".into()), false, Permissions::default(), outbox)
         .unwrap();
     assert_eq!(
         old_kill.reason().map(|k| k.code),

@@ -231,7 +231,11 @@ mod tests {
             client_id: client.into(),
             copy: CopyRef { key, attempts: 0 },
         };
-        store.write("s", vec![Write::Message(message(key)), copy("a"), copy("b")], None);
+        store.write(
+            "s",
+            vec![Write::Message(message(key)), copy("a"), copy("b")],
+            None,
+        );
         store.write(
             "s",
             vec![Write::DropCopy {

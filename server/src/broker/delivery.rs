@@ -1,0 +1,424 @@
+//! QoS 1 delivery (`docs/PROTOCOL.md` §8.1–§8.2): each subscriber's copy of a message, written
+//! with a delivery id and retried every `retry_interval` until acknowledged, at most
+//! `max_retries` times; then a dead letter on `$dead/<topic>`.
+//!
+//! A copy is *queued* while it cannot be written (the client is away, or its outbound queue is
+//! full) and *in flight* once written. Copies of persistent clients are mirrored in the store.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use sealbus::protocol::{DeadLetter, Direct, Message, Qos, ServerFrame};
+
+use super::outbox::Outbound;
+use super::session::{ClientEntry, ClientKey, State, encode};
+use super::tracking::Tracker;
+use crate::metrics::SessionMetrics;
+use crate::store::{CopyRef, MessageKey, StoredMessage, Write};
+use sealbus::protocol::CopyState;
+
+/// Prefix of the dead-letter topics.
+pub const DEAD_LETTER_PREFIX: &str = "$dead/";
+
+/// One subscriber's copy of a QoS 1 message.
+#[derive(Debug, Clone)]
+pub(super) struct Copy {
+    /// The message.
+    pub(super) message: Arc<StoredMessage>,
+    /// Times it was written so far (to any connection of the client).
+    pub(super) attempts: u32,
+    /// The publish_with_ack collection waiting for this subscriber, and its cancel flag.
+    pub(super) ack: Option<(u64, Arc<AtomicBool>)>,
+}
+
+impl Copy {
+    /// A copy not written yet.
+    pub(super) fn new(message: Arc<StoredMessage>) -> Self {
+        Copy {
+            message,
+            attempts: 0,
+            ack: None,
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.ack
+            .as_ref()
+            .is_some_and(|(_, cancelled)| cancelled.load(Ordering::Acquire))
+    }
+}
+
+/// A copy written and waiting for its `ack`.
+#[derive(Debug)]
+pub(super) struct Inflight {
+    copy: Copy,
+    due: Instant,
+}
+
+/// The QoS 1 copies a client holds.
+#[derive(Debug, Default)]
+pub(super) struct Copies {
+    /// Written copies by delivery id.
+    pub(super) inflight: HashMap<u64, Inflight>,
+    /// Copies waiting to be written, oldest first.
+    pub(super) queued: VecDeque<Copy>,
+}
+
+impl Copies {
+    /// The messages the client holds a copy of.
+    pub(super) fn keys(&self) -> impl Iterator<Item = MessageKey> + '_ {
+        self.queued
+            .iter()
+            .map(|c| c.message.key)
+            .chain(self.inflight.values().map(|i| i.copy.message.key))
+    }
+
+    /// Moves every in-flight copy back to the front of the queue, in message order, so that it
+    /// is written again (with a new delivery id) on the client's next connection. The client
+    /// left its ack collections (they got a `disconnected` response), so the copies no longer
+    /// belong to one; copies of cancelled collections are dropped.
+    pub(super) fn requeue_inflight(&mut self) {
+        let mut inflight: Vec<Copy> = self.inflight.drain().map(|(_, i)| i.copy).collect();
+        inflight.sort_by_key(|c| c.message.key);
+        for copy in inflight.into_iter().rev() {
+            self.queued.push_front(copy);
+        }
+        self.queued.retain(|copy| !copy.cancelled());
+        for copy in &mut self.queued {
+            copy.ack = None;
+        }
+    }
+
+    /// Every copy, in flight first.
+    pub(super) fn drain(&mut self) -> Vec<Copy> {
+        let mut copies: Vec<Copy> = self.inflight.drain().map(|(_, i)| i.copy).collect();
+        copies.extend(self.queued.drain(..));
+        copies
+    }
+}
+
+/// Settings and side effects of one delivery operation.
+#[derive(Debug)]
+pub(super) struct Delivery<'a> {
+    /// Now.
+    pub(super) now: Instant,
+    /// Redelivery interval.
+    pub(super) retry: Duration,
+    /// Redeliveries before a copy is dead.
+    pub(super) max_retries: u32,
+    /// Most copies queued per client.
+    pub(super) queue_limit: usize,
+    /// Store writes to commit after the operation.
+    pub(super) writes: Vec<Write>,
+    /// The session's counters.
+    pub(super) metrics: &'a SessionMetrics,
+}
+
+/// The frame of a copy: `message` for a stream message, `direct` for a direct message.
+pub(super) fn copy_frame(
+    message: &StoredMessage,
+    did: Option<u64>,
+    aid: Option<u64>,
+    dup: bool,
+) -> ServerFrame {
+    match message.key {
+        MessageKey::Stream(offset) => ServerFrame::Message(Message {
+            topic: message.topic.clone(),
+            data: message.data.clone(),
+            from: message.from.clone(),
+            ts: message.ts,
+            offset: Some(offset),
+            mid: Some(message.mid.clone()),
+            qos: message.qos,
+            did,
+            aid,
+            retained: false,
+            replay: false,
+            dup,
+        }),
+        MessageKey::Direct(_) => ServerFrame::Direct(Direct {
+            data: message.data.clone(),
+            from: message.from.clone(),
+            ts: message.ts,
+            mid: Some(message.mid.clone()),
+            qos: message.qos,
+            did,
+            aid,
+            dup,
+        }),
+    }
+}
+
+/// Writes `copy` to `client` with a new delivery id if its outbound queue takes it; gives it
+/// back otherwise.
+fn try_write(
+    client: &mut ClientEntry,
+    key: ClientKey,
+    mut copy: Copy,
+    d: &mut Delivery<'_>,
+    retries: &mut VecDeque<(Instant, ClientKey, u64)>,
+    tracker: &mut Tracker,
+) -> Result<(), Copy> {
+    let Some(outbox) = &client.outbox else {
+        return Err(copy);
+    };
+    let did = client.next_did + 1;
+    let aid = copy.ack.as_ref().map(|(aid, _)| *aid);
+    let Some(text) = encode(&copy_frame(
+        &copy.message,
+        Some(did),
+        aid,
+        copy.attempts > 0,
+    )) else {
+        return Ok(());
+    };
+    let item = match &copy.ack {
+        Some((_, cancelled)) => Outbound::Withdrawable {
+            text,
+            cancelled: cancelled.clone(),
+        },
+        None => Outbound::Frame(text),
+    };
+    if !outbox.offer(item) {
+        return Err(copy);
+    }
+    client.next_did = did;
+    copy.attempts += 1;
+    tracker.update(
+        &copy.message.mid,
+        &client.id,
+        CopyState::Delivered,
+        copy.attempts,
+    );
+    if client.persistent {
+        d.writes.push(Write::Copy {
+            client_id: client.id.to_string(),
+            copy: CopyRef {
+                key: copy.message.key,
+                attempts: copy.attempts,
+            },
+        });
+    }
+    let due = d.now + d.retry;
+    retries.push_back((due, key, did));
+    client.copies.inflight.insert(did, Inflight { copy, due });
+    Ok(())
+}
+
+impl State {
+    /// Gives client `key` a copy: written now when nothing is queued before it and its queue
+    /// takes it, queued otherwise (the oldest queued copy becomes a dead letter past the limit).
+    pub(super) fn give(&mut self, key: ClientKey, copy: Copy, d: &mut Delivery<'_>) {
+        let State {
+            clients,
+            retries,
+            tracker,
+            backlogged,
+            ..
+        } = self;
+        let Some(client) = clients.get_mut(&key) else {
+            return;
+        };
+        let copy = if client.copies.queued.is_empty() {
+            match try_write(client, key, copy, d, retries, tracker) {
+                Ok(()) => return,
+                Err(copy) => copy,
+            }
+        } else {
+            copy
+        };
+        if client.persistent {
+            d.writes.push(Write::Copy {
+                client_id: client.id.to_string(),
+                copy: CopyRef {
+                    key: copy.message.key,
+                    attempts: copy.attempts,
+                },
+            });
+        }
+        client.copies.queued.push_back(copy);
+        if client.outbox.is_some() {
+            backlogged.insert(key);
+        }
+        if client.copies.queued.len() > d.queue_limit
+            && let Some(oldest) = client.copies.queued.pop_front()
+        {
+            let client_id = client.id.clone();
+            let persistent = client.persistent;
+            self.dead_letter(&client_id, persistent, oldest, d);
+        }
+    }
+
+    /// Writes client `key`'s queued copies while its outbound queue takes them.
+    pub(super) fn flush_queue(&mut self, key: ClientKey, d: &mut Delivery<'_>) {
+        let State {
+            clients,
+            retries,
+            tracker,
+            ..
+        } = self;
+        let Some(client) = clients.get_mut(&key) else {
+            return;
+        };
+        while let Some(copy) = client.copies.queued.pop_front() {
+            if copy.cancelled() {
+                continue;
+            }
+            if let Err(copy) = try_write(client, key, copy, d, retries, tracker) {
+                client.copies.queued.push_front(copy);
+                break;
+            }
+        }
+    }
+
+    /// Settles client `key`'s copy `did` (its `ack` arrived); false if it is not in flight.
+    pub(super) fn settle(&mut self, key: ClientKey, did: u64, d: &mut Delivery<'_>) -> bool {
+        let Some(client) = self.clients.get_mut(&key) else {
+            return false;
+        };
+        let Some(inflight) = client.copies.inflight.remove(&did) else {
+            return false;
+        };
+        let copy = inflight.copy;
+        self.tracker.update(
+            &copy.message.mid,
+            &client.id,
+            CopyState::Acknowledged,
+            copy.attempts,
+        );
+        if client.persistent {
+            d.writes.push(Write::DropCopy {
+                client_id: client.id.to_string(),
+                key: copy.message.key,
+            });
+        }
+        true
+    }
+
+    /// Redelivers the copies whose retry time has come; those out of retries become dead
+    /// letters. Returns the clients with queued copies to write.
+    pub(super) fn retry_due(&mut self, d: &mut Delivery<'_>) {
+        let mut dead = Vec::new();
+        while let Some(&(due, key, did)) = self.retries.front() {
+            if due > d.now {
+                break;
+            }
+            self.retries.pop_front();
+            let Some(client) = self.clients.get_mut(&key) else {
+                continue;
+            };
+            let Some(inflight) = client.copies.inflight.get_mut(&did) else {
+                continue;
+            };
+            if inflight.due != due {
+                continue;
+            }
+            if inflight.copy.cancelled() {
+                client.copies.inflight.remove(&did);
+                continue;
+            }
+            if inflight.copy.attempts > d.max_retries {
+                if let Some(gone) = client.copies.inflight.remove(&did) {
+                    dead.push((client.id.clone(), client.persistent, gone.copy));
+                }
+                continue;
+            }
+            let copy = &inflight.copy;
+            let aid = copy.ack.as_ref().map(|(aid, _)| *aid);
+            let written = client.outbox.as_ref().is_some_and(|outbox| {
+                encode(&copy_frame(&copy.message, Some(did), aid, true))
+                    .is_some_and(|text| outbox.offer(Outbound::Frame(text)))
+            });
+            let next = d.now + d.retry;
+            inflight.due = next;
+            self.retries.push_back((next, key, did));
+            if !written {
+                continue;
+            }
+            inflight.copy.attempts += 1;
+            SessionMetrics::add(&d.metrics.retries, 1);
+            let copy = &inflight.copy;
+            self.tracker.update(
+                &copy.message.mid,
+                &client.id,
+                CopyState::Delivered,
+                copy.attempts,
+            );
+            if client.persistent {
+                d.writes.push(Write::Copy {
+                    client_id: client.id.to_string(),
+                    copy: CopyRef {
+                        key: copy.message.key,
+                        attempts: copy.attempts,
+                    },
+                });
+            }
+        }
+        for (client_id, persistent, copy) in dead {
+            self.dead_letter(&client_id, persistent, copy, d);
+        }
+    }
+
+    /// `copy` of client `client_id` is dead: publishes it on `$dead/<topic>` as QoS 0 and tells
+    /// its publisher if it asked.
+    pub(super) fn dead_letter(
+        &mut self,
+        client_id: &Arc<str>,
+        persistent: bool,
+        copy: Copy,
+        d: &mut Delivery<'_>,
+    ) {
+        SessionMetrics::add(&d.metrics.dead_letters, 1);
+        let message = &copy.message;
+        tracing::debug!(client = %client_id, mid = %message.mid, attempts = copy.attempts, "dead letter");
+        self.tracker
+            .update(&message.mid, client_id, CopyState::Dead, copy.attempts);
+        if persistent {
+            d.writes.push(Write::DropCopy {
+                client_id: client_id.to_string(),
+                key: message.key,
+            });
+        }
+        let topic = format!("{DEAD_LETTER_PREFIX}{}", message.topic);
+        let frame = ServerFrame::Message(Message {
+            topic: topic.clone(),
+            data: message.data.clone(),
+            from: message.from.clone(),
+            ts: message.ts,
+            offset: None,
+            mid: Some(message.mid.clone()),
+            qos: Qos::AtMostOnce,
+            did: None,
+            aid: None,
+            retained: false,
+            replay: false,
+            dup: false,
+        });
+        let mut targets = Vec::new();
+        self.index.for_each_match(&topic, |k| targets.push(*k));
+        targets.sort_unstable();
+        targets.dedup();
+        if !targets.is_empty()
+            && let Some(text) = encode(&frame)
+        {
+            for key in targets {
+                if let Some(outbox) = self.clients.get(&key).and_then(|c| c.outbox.as_ref()) {
+                    outbox.push_droppable(text.clone());
+                }
+            }
+        }
+        if message.notify_dead
+            && let Some(&publisher) = self.by_id.get(message.from.as_str())
+        {
+            let notice = ServerFrame::DeadLetter(DeadLetter {
+                mid: message.mid.clone(),
+                topic: message.topic.clone(),
+                client: client_id.to_string(),
+                attempts: copy.attempts,
+            });
+            self.send(publisher, &notice);
+        }
+    }
+}

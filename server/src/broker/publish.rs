@@ -1,0 +1,479 @@
+//! Publish and send, the publishing half of [`Session`]: offsets, history, retained messages,
+//! fan-out of QoS 0 frames and QoS 1 copies, publish_with_ack collections, and the `published`
+//! answer, sent once the store holds the message.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use sealbus::protocol::{
+    AckExpect, ErrorCode, ErrorFrame, Payload, ProtocolError, Publish, Published, Qos, Send,
+    ServerFrame,
+};
+use sealbus::topic::is_reserved;
+
+use super::acks::AckCollection;
+use super::delivery::{Copy, Delivery, copy_frame};
+use super::now_ms;
+use super::outbox::{Outbound, Outbox};
+use super::routing::not_connected;
+use super::session::{ClientKey, Session, State, encode};
+use crate::metrics::SessionMetrics;
+use crate::store::{MessageKey, OnCommit, Retained, StoredMessage, Write};
+
+/// Client id shown as `from` for messages published through the admin API.
+pub(crate) const ADMIN_ID: &str = "$admin";
+
+/// The connection that published, to answer it.
+struct Publisher {
+    key: ClientKey,
+    outbox: Option<Outbox>,
+}
+
+/// Who asked for a publish_with_ack collection, and about what.
+struct AckSpec {
+    publisher: ClientKey,
+    id: u64,
+    topic: Option<String>,
+}
+
+/// Sends `published` once the store committed the publish (or an `internal` error if it
+/// could not).
+fn confirm(outbox: Option<Outbox>, published: Published) -> Option<OnCommit> {
+    let outbox = outbox?;
+    let id = published.id;
+    let text = encode(&ServerFrame::Published(published))?;
+    Some(Box::new(move |result| match result {
+        Ok(()) => outbox.push(Outbound::Frame(text)),
+        Err(err) => {
+            let error = ErrorFrame::new(Some(id), ErrorCode::Internal, err.to_string());
+            if let Some(text) = encode(&ServerFrame::Error(error)) {
+                outbox.push(Outbound::Frame(text));
+            }
+        }
+    }))
+}
+
+/// A direct message kept for a persistent client's copy must be in the store before the copy.
+fn store_direct(state: &State, target: ClientKey, message: &Arc<StoredMessage>, d: &mut Delivery) {
+    if matches!(message.key, MessageKey::Direct(_))
+        && message.qos == Qos::AtLeastOnce
+        && state.clients.get(&target).is_some_and(|c| c.persistent)
+    {
+        d.writes.push(Write::Message(message.clone()));
+    }
+}
+
+impl Session {
+    pub(super) fn publish(
+        self: &Arc<Self>,
+        key: ClientKey,
+        f: Publish,
+    ) -> Result<(), ProtocolError> {
+        let timeout = f.ack.map(|ack| ack.timeout_ms);
+        let mut d = self.delivery();
+        let mut state = self.lock();
+        let client = state.clients.get(&key).ok_or_else(|| not_connected(f.id))?;
+        if is_reserved(&f.topic) || !client.permissions.may_publish(&f.topic) {
+            return Err(ProtocolError::new(
+                ErrorCode::Forbidden,
+                f.id,
+                "publishing to this topic is not allowed",
+            ));
+        }
+        let from = client.id.clone();
+        let publisher = Publisher {
+            key,
+            outbox: client.outbox.clone(),
+        };
+        let (aid, on_commit) = self.route(&mut state, &from, Some(publisher), f, &mut d)?;
+        self.commit(std::mem::take(&mut d.writes), on_commit);
+        drop(state);
+        if let (Some(aid), Some(timeout)) = (aid, timeout) {
+            self.start_ack_timer(aid, timeout);
+        }
+        Ok(())
+    }
+
+    /// Publishes through the admin API (`from` is `$admin`); returns the offset and message id
+    /// once the store holds the message.
+    pub async fn publish_as_admin(
+        &self,
+        topic: String,
+        data: Payload,
+        qos: Qos,
+        retain: bool,
+    ) -> Result<(u64, String), ProtocolError> {
+        let publish = Publish {
+            id: None,
+            mid: None,
+            topic,
+            data,
+            qos,
+            retain,
+            ack: None,
+            notify_dead: false,
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let offset = {
+            let mut d = self.delivery();
+            let mut state = self.lock();
+            self.route(&mut state, &Arc::from(ADMIN_ID), None, publish, &mut d)?;
+            let stored: OnCommit = Box::new(move |result| {
+                let _ = tx.send(result.map_err(|err| err.to_string()));
+            });
+            self.commit(std::mem::take(&mut d.writes), Some(stored));
+            state.last_offset
+        };
+        match rx.await {
+            Ok(Ok(())) => Ok((offset, self.server_mid(offset))),
+            Ok(Err(err)) => Err(ProtocolError::new(ErrorCode::Internal, None, err)),
+            Err(_) => Err(ProtocolError::new(
+                ErrorCode::Internal,
+                None,
+                "the store stopped",
+            )),
+        }
+    }
+
+    /// Routes a validated publish: offset, history, retained, fan-out. Returns the ack id of a
+    /// publish_with_ack, and the `published` answer to send once the store has the message.
+    fn route(
+        &self,
+        state: &mut State,
+        from: &Arc<str>,
+        publisher: Option<Publisher>,
+        f: Publish,
+        d: &mut Delivery<'_>,
+    ) -> Result<(Option<u64>, Option<OnCommit>), ProtocolError> {
+        self.check_size(&f.data, f.id)?;
+        let answer_to = |publisher: Option<Publisher>| publisher.and_then(|p| p.outbox);
+        if let Some(mid) = &f.mid
+            && let Some(offset) = state.dedup.seen(mid)
+        {
+            let on_commit = f.id.and_then(|id| {
+                let published = Published {
+                    id,
+                    mid: mid.clone(),
+                    offset,
+                    duplicate: true,
+                    queued: false,
+                };
+                confirm(answer_to(publisher), published)
+            });
+            return Ok((None, on_commit));
+        }
+        state.last_offset += 1;
+        let offset = state.last_offset;
+        let mid_given = f.mid.is_some();
+        if let Some(mid) = &f.mid {
+            state.dedup.record(mid, Some(offset));
+        }
+        let ts = now_ms();
+        let mid = f.mid.unwrap_or_else(|| self.server_mid(offset));
+        if f.retain {
+            let retained = (!f.data.is_empty()).then(|| Retained {
+                topic: f.topic.clone(),
+                data: f.data.clone(),
+                from: from.to_string(),
+                ts,
+                offset,
+                mid: mid.clone(),
+            });
+            match &retained {
+                Some(message) => state.retained.insert(f.topic.clone(), message.clone()),
+                None => state.retained.remove(&f.topic),
+            };
+            d.writes.push(Write::Retained {
+                topic: f.topic.clone(),
+                message: retained,
+            });
+        }
+        let message = Arc::new(StoredMessage {
+            key: MessageKey::Stream(offset),
+            topic: f.topic,
+            data: f.data,
+            from: from.to_string(),
+            ts,
+            mid,
+            qos: f.qos,
+            notify_dead: f.notify_dead,
+        });
+        let history_size = self.settings().history_size as usize;
+        state.history.push(message.clone(), history_size);
+        d.writes.push(Write::Message(message.clone()));
+        let mut targets = Vec::new();
+        state
+            .index
+            .for_each_match(&message.topic, |k| targets.push(*k));
+        targets.sort_unstable();
+        targets.dedup();
+        SessionMetrics::add(&self.metrics.published, 1);
+        let mut frame = copy_frame(&message, None, None, false);
+        if f.qos == Qos::AtMostOnce
+            && !mid_given
+            && let ServerFrame::Message(plain) = &mut frame
+        {
+            plain.mid = None;
+        }
+        let result = match (f.ack, publisher, f.id) {
+            (Some(_), Some(publisher), Some(id)) => {
+                let spec = AckSpec {
+                    publisher: publisher.key,
+                    id,
+                    topic: Some(message.topic.clone()),
+                };
+                let aid = self.fan_out_with_ack(state, spec, &targets, &message, d);
+                (Some(aid), None)
+            }
+            (_, publisher, id) => {
+                if f.qos == Qos::AtMostOnce {
+                    if let Some(text) = encode(&frame) {
+                        for key in &targets {
+                            if let Some(outbox) =
+                                state.clients.get(key).and_then(|c| c.outbox.as_ref())
+                            {
+                                outbox.push_droppable(text.clone());
+                            }
+                        }
+                    }
+                } else {
+                    let holders = targets
+                        .iter()
+                        .filter_map(|k| state.clients.get(k).map(|c| c.id.clone()))
+                        .collect();
+                    state
+                        .tracker
+                        .start(&message.mid, &message.topic, &message.from, holders);
+                    for key in &targets {
+                        state.give(*key, Copy::new(message.clone()), d);
+                    }
+                }
+                let on_commit = id.and_then(|id| {
+                    let published = Published {
+                        id,
+                        mid: message.mid.clone(),
+                        offset: Some(offset),
+                        duplicate: false,
+                        queued: false,
+                    };
+                    confirm(answer_to(publisher), published)
+                });
+                (None, on_commit)
+            }
+        };
+        if let ServerFrame::Message(plain) = frame {
+            self.backplane.publish(self.name(), &plain);
+        }
+        Ok(result)
+    }
+
+    /// Creates an ack collection for the connected `targets`, answers `ack_expect` and gives
+    /// each a copy that carries the ack id (withdrawn if the publisher cancels before it is
+    /// written). Persistent clients that are away get a plain QoS 1 copy.
+    fn fan_out_with_ack(
+        &self,
+        state: &mut State,
+        spec: AckSpec,
+        targets: &[ClientKey],
+        message: &Arc<StoredMessage>,
+        d: &mut Delivery<'_>,
+    ) -> u64 {
+        let AckSpec {
+            publisher,
+            id,
+            topic,
+        } = spec;
+        state.next_aid += 1;
+        let aid = state.next_aid;
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let mut expected = Vec::with_capacity(targets.len());
+        let mut away = Vec::new();
+        for key in targets {
+            match state.clients.get(key) {
+                Some(client) if client.outbox.is_some() => expected.push((client.id.clone(), *key)),
+                Some(client) => away.push((client.id.clone(), *key)),
+                None => {}
+            }
+        }
+        let expect = ServerFrame::AckExpect(AckExpect {
+            id,
+            aid,
+            expected: expected.iter().map(|(id, _)| id.to_string()).collect(),
+        });
+        state.send(publisher, &expect);
+        AckCollection::insert(state, aid, publisher, topic, &expected, cancelled.clone());
+        let qos1 = message.qos == Qos::AtLeastOnce;
+        if qos1 {
+            let holders = expected.iter().chain(&away).map(|(id, _)| id.clone());
+            state.tracker.start(
+                &message.mid,
+                &message.topic,
+                &message.from,
+                holders.collect(),
+            );
+        }
+        for (_, key) in &expected {
+            let Some(client) = state.clients.get_mut(key) else {
+                continue;
+            };
+            client.pending_aids.insert(aid);
+            if qos1 {
+                store_direct(state, *key, message, d);
+                let copy = Copy {
+                    message: message.clone(),
+                    attempts: 0,
+                    ack: Some((aid, cancelled.clone())),
+                };
+                state.give(*key, copy, d);
+            } else if let Some(outbox) = &client.outbox
+                && let Some(text) = encode(&copy_frame(message, None, Some(aid), false))
+            {
+                outbox.push(Outbound::Withdrawable {
+                    text,
+                    cancelled: cancelled.clone(),
+                });
+            }
+        }
+        if qos1 {
+            for (_, key) in &away {
+                store_direct(state, *key, message, d);
+                state.give(*key, Copy::new(message.clone()), d);
+            }
+        }
+        if expected.is_empty() {
+            AckCollection::finish(state, aid, sealbus::protocol::AckOutcome::Complete);
+        }
+        aid
+    }
+
+    pub(super) fn send_direct(
+        self: &Arc<Self>,
+        key: ClientKey,
+        f: Send,
+    ) -> Result<(), ProtocolError> {
+        self.check_size(&f.data, f.id)?;
+        let mut d = self.delivery();
+        let mut state = self.lock();
+        let sender = state.clients.get(&key).ok_or_else(|| not_connected(f.id))?;
+        let from = sender.id.clone();
+        let sender_outbox = sender.outbox.clone();
+        let target = state.by_id.get(f.to.as_str()).copied();
+        let online =
+            target.is_some_and(|t| state.clients.get(&t).is_some_and(|c| c.outbox.is_some()));
+        let queueable = f.qos == Qos::AtLeastOnce && f.ack.is_none();
+        let Some(target) = target.filter(|_| online || queueable) else {
+            return Err(ProtocolError::new(
+                ErrorCode::NoSuchClient,
+                f.id,
+                format!("client `{}` is not connected", f.to),
+            ));
+        };
+        if let Some(mid) = &f.mid {
+            if let Some(offset) = state.dedup.seen(mid) {
+                let on_commit = f.id.and_then(|id| {
+                    let published = Published {
+                        id,
+                        mid: mid.clone(),
+                        offset,
+                        duplicate: true,
+                        queued: false,
+                    };
+                    confirm(sender_outbox.clone(), published)
+                });
+                self.commit(Vec::new(), on_commit);
+                return Ok(());
+            }
+            state.dedup.record(mid, None);
+        }
+        state.next_direct += 1;
+        let message = Arc::new(StoredMessage {
+            key: MessageKey::Direct(state.next_direct),
+            mid: f
+                .mid
+                .unwrap_or_else(|| format!("s-{}", crate::auth::random_token::<9>())),
+            topic: format!("@{}", f.to),
+            data: f.data,
+            from: from.to_string(),
+            ts: now_ms(),
+            qos: f.qos,
+            notify_dead: false,
+        });
+        SessionMetrics::add(&self.metrics.published, 1);
+        match (f.ack, f.id) {
+            (Some(ack), Some(id)) => {
+                let spec = AckSpec {
+                    publisher: key,
+                    id,
+                    topic: None,
+                };
+                let aid = self.fan_out_with_ack(&mut state, spec, &[target], &message, &mut d);
+                self.commit(std::mem::take(&mut d.writes), None);
+                drop(state);
+                self.start_ack_timer(aid, ack.timeout_ms);
+            }
+            (_, id) => {
+                if f.qos == Qos::AtLeastOnce {
+                    store_direct(&state, target, &message, &mut d);
+                    let holders = vec![Arc::<str>::from(f.to.as_str())];
+                    state
+                        .tracker
+                        .start(&message.mid, &message.topic, &message.from, holders);
+                    state.give(target, Copy::new(message.clone()), &mut d);
+                } else {
+                    state.send(target, &copy_frame(&message, None, None, false));
+                }
+                let on_commit = id.and_then(|id| {
+                    let published = Published {
+                        id,
+                        mid: message.mid.clone(),
+                        offset: None,
+                        duplicate: false,
+                        queued: !online,
+                    };
+                    confirm(sender_outbox, published)
+                });
+                self.commit(std::mem::take(&mut d.writes), on_commit);
+            }
+        }
+        Ok(())
+    }
+
+    /// The message id the server gives a publish that came without one: unique per epoch.
+    fn server_mid(&self, offset: u64) -> String {
+        format!("{}-{offset}", self.epoch)
+    }
+
+    fn check_size(&self, data: &Payload, id: Option<u64>) -> Result<(), ProtocolError> {
+        let max = self.settings().max_message_bytes as usize;
+        let size = data.size();
+        if size > max {
+            return Err(ProtocolError::new(
+                ErrorCode::MessageTooLarge,
+                id,
+                format!("payload of {size} bytes exceeds the limit of {max} bytes"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn start_ack_timer(self: &Arc<Self>, aid: u64, timeout_ms: u64) {
+        let session = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(timeout_ms)).await;
+            if let Some(session) = session.upgrade() {
+                session.ack_timeout(aid);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_id_is_reserved() {
+        assert!(sealbus::protocol::validate_client_id(ADMIN_ID).is_err());
+    }
+}

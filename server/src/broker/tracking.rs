@@ -1,0 +1,170 @@
+//! Delivery status by message id (`docs/PROTOCOL.md` §8.8): the state of every subscriber's
+//! copy of a QoS 1 message — pending, delivered, acknowledged, dead.
+//!
+//! A message is tracked while any copy is unsettled; settled messages are kept for the last
+//! `keep` settled ones (the session's history size), so a status can be asked for a while after
+//! the last ack.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use sealbus::protocol::{CopyState, CopyStatus};
+
+/// The copies of one message.
+#[derive(Debug)]
+struct Tracked {
+    topic: String,
+    from: String,
+    copies: Vec<(Arc<str>, CopyState, u32)>,
+    open: usize,
+}
+
+/// Status of a tracked message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The message's topic (`@<client id>` for a direct message).
+    pub topic: String,
+    /// The publisher's client id.
+    pub from: String,
+    /// Each subscriber's copy.
+    pub copies: Vec<CopyStatus>,
+}
+
+/// Every tracked QoS 1 message of a session.
+#[derive(Debug, Default)]
+pub(super) struct Tracker {
+    by_mid: HashMap<String, Tracked>,
+    settled: VecDeque<String>,
+    keep: usize,
+}
+
+fn is_open(state: CopyState) -> bool {
+    matches!(state, CopyState::Pending | CopyState::Delivered)
+}
+
+impl Tracker {
+    /// Keeps the last `keep` settled messages.
+    pub(super) fn set_keep(&mut self, keep: usize) {
+        self.keep = keep;
+    }
+
+    /// Starts tracking a message with a pending copy for each of `clients`.
+    pub(super) fn start(&mut self, mid: &str, topic: &str, from: &str, clients: Vec<Arc<str>>) {
+        let open = clients.len();
+        let tracked = Tracked {
+            topic: topic.to_owned(),
+            from: from.to_owned(),
+            copies: clients
+                .into_iter()
+                .map(|c| (c, CopyState::Pending, 0))
+                .collect(),
+            open,
+        };
+        self.by_mid.insert(mid.to_owned(), tracked);
+        if open == 0 {
+            self.settle(mid);
+        }
+    }
+
+    /// Records a copy's new state.
+    pub(super) fn update(&mut self, mid: &str, client: &str, state: CopyState, attempts: u32) {
+        let Some(tracked) = self.by_mid.get_mut(mid) else {
+            return;
+        };
+        let Some(copy) = tracked.copies.iter_mut().find(|(c, ..)| &**c == client) else {
+            return;
+        };
+        let was_open = is_open(copy.1);
+        copy.1 = state;
+        copy.2 = attempts;
+        if was_open && !is_open(state) {
+            tracked.open -= 1;
+            if tracked.open == 0 {
+                self.settle(mid);
+            }
+        }
+    }
+
+    /// A client's copy will never be settled (it left without persistence): it stops counting
+    /// as open, its last state stays visible.
+    pub(super) fn abandon(&mut self, mid: &str, client: &str) {
+        let Some(tracked) = self.by_mid.get_mut(mid) else {
+            return;
+        };
+        if tracked
+            .copies
+            .iter()
+            .any(|(c, state, _)| &**c == client && is_open(*state))
+        {
+            tracked.open -= 1;
+            if tracked.open == 0 {
+                self.settle(mid);
+            }
+        }
+    }
+
+    fn settle(&mut self, mid: &str) {
+        self.settled.push_back(mid.to_owned());
+        while self.settled.len() > self.keep {
+            if let Some(old) = self.settled.pop_front()
+                && self.by_mid.get(&old).is_some_and(|t| t.open == 0)
+            {
+                self.by_mid.remove(&old);
+            }
+        }
+    }
+
+    /// The status of message `mid`, if tracked.
+    pub(super) fn status(&self, mid: &str) -> Option<Status> {
+        let tracked = self.by_mid.get(mid)?;
+        Some(Status {
+            topic: tracked.topic.clone(),
+            from: tracked.from.clone(),
+            copies: tracked
+                .copies
+                .iter()
+                .map(|(client, state, attempts)| CopyStatus {
+                    client: client.to_string(),
+                    state: *state,
+                    attempts: *attempts,
+                })
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follows_each_copy_and_forgets_old_settled_messages() {
+        let mut tracker = Tracker::default();
+        tracker.set_keep(1);
+        tracker.start("m1", "t", "p", vec!["a".into(), "b".into()]);
+        tracker.update("m1", "a", CopyState::Delivered, 1);
+        tracker.update("m1", "a", CopyState::Acknowledged, 1);
+        let status = tracker.status("m1").unwrap();
+        assert_eq!(status.copies[0].state, CopyState::Acknowledged);
+        assert_eq!(status.copies[1].state, CopyState::Pending);
+        tracker.update("m1", "b", CopyState::Dead, 101);
+        assert_eq!(tracker.status("m1").unwrap().copies[1].attempts, 101);
+        tracker.start("m2", "t", "p", vec![]);
+        assert!(
+            tracker.status("m1").is_none(),
+            "only the last settled one is kept"
+        );
+        assert!(tracker.status("m2").unwrap().copies.is_empty());
+    }
+
+    #[test]
+    fn an_open_message_is_never_forgotten() {
+        let mut tracker = Tracker::default();
+        tracker.set_keep(0);
+        tracker.start("m1", "t", "p", vec!["a".into()]);
+        tracker.start("m2", "t", "p", vec![]);
+        assert!(tracker.status("m1").is_some());
+        tracker.abandon("m1", "a");
+        assert!(tracker.status("m1").is_none());
+    }
+}
