@@ -34,6 +34,10 @@ pub(crate) fn routes() -> Router<Server> {
         )
         .route("/api/sessions/{name}/clients", get(sessions::clients))
         .route("/api/sessions/{name}/publish", post(sessions::publish))
+        .route(
+            "/api/sessions/{name}/messages/{mid}",
+            get(sessions::message_status),
+        )
         .route("/api/sessions/{name}/tokens", post(sessions::token))
         .route("/api/createSession", post(sessions::create_compat))
 }

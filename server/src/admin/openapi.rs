@@ -38,6 +38,7 @@ pub(crate) async fn document() -> Json<Value> {
                     "max_message_bytes": {"type": "integer"}, "max_frame_bytes": {"type": "integer"},
                     "max_clients": {"type": "integer"}, "max_subscriptions": {"type": "integer"},
                     "max_inflight": {"type": "integer"}, "history_size": {"type": "integer"},
+                    "history_secs": {"type": "integer"},
                     "offline_queue_size": {"type": "integer"}, "session_expiry_secs": {"type": "integer"},
                     "keepalive_ms": {"type": "integer"}, "outbound_queue": {"type": "integer"},
                     "outbound_queue_bytes": {"type": "integer"},
@@ -73,7 +74,14 @@ pub(crate) async fn document() -> Json<Value> {
             },
             "/api/sessions/{name}/clients": {
                 "parameters": name,
-                "get": op("Connected clients with subscriptions and queue depths", None, "200")
+                "get": op("Clients (persistent ones while away too) with subscriptions, queue depths and QoS 1 copies held", None, "200")
+            },
+            "/api/sessions/{name}/messages/{mid}": {
+                "parameters": [
+                    {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "mid", "in": "path", "required": true, "schema": {"type": "string"}}
+                ],
+                "get": op("Delivery status of a QoS 1 message: each subscriber's copy (pending, delivered, acknowledged, dead) and attempts", None, "200")
             },
             "/api/sessions/{name}/publish": {
                 "parameters": name,

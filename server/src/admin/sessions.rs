@@ -197,6 +197,28 @@ pub(crate) async fn clients(
     Ok(Json(json!({ "clients": session.clients() })))
 }
 
+/// `GET /api/sessions/{name}/messages/{mid}`: the delivery status of a QoS 1 message.
+pub(crate) async fn message_status(
+    _: AdminAuth,
+    State(server): State<Server>,
+    Path((name, mid)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let session = server.broker().session(&name)?;
+    let status = session.message_status(&mid).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownMessageId,
+            format!("no QoS 1 message `{mid}` is tracked in this session"),
+        )
+    })?;
+    Ok(Json(json!({
+        "mid": mid,
+        "topic": status.topic,
+        "from": status.from,
+        "copies": status.copies,
+    })))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HttpPublish {

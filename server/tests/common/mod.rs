@@ -96,6 +96,29 @@ impl Client {
         client
     }
 
+    /// Connects as a persistent client; returns it and its `welcome`.
+    pub async fn join_persistent(
+        addr: SocketAddr,
+        session: &str,
+        password: &str,
+        id: &str,
+    ) -> (Client, Value) {
+        let (client, welcome) = Client::hello_raw(
+            addr,
+            json!({"type":"hello","v":1,"session":session,"auth":{"password":password},
+                   "client_id":id,"persistent":true}),
+        )
+        .await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        (client, welcome)
+    }
+
+    /// Closes the connection (without `bye`) and waits until the server has seen it end.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(WAIT, self.ws.next()).await {}
+    }
+
     pub async fn send(&mut self, frame: Value) {
         self.send_text(frame.to_string()).await;
     }
