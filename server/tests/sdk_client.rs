@@ -412,8 +412,9 @@ async fn after_a_server_restart_the_client_reconnects_resubscribes_and_flushes_i
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     };
-    // Without history (issue #5) a message flushed before the subscriber is back would be
-    // missed, so the restarted server refuses the publisher until the subscriber has resubscribed.
+    // The restarted server has a fresh store, so a new epoch: a message flushed before the
+    // subscriber is back could not be recovered, so the server refuses the publisher until the
+    // subscriber has resubscribed (the next test restarts over the same store instead).
     let publisher_allowed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let allowed = publisher_allowed.clone();
     let second = sealbus_server::Server::builder()
@@ -449,4 +450,104 @@ async fn after_a_server_restart_the_client_reconnects_resubscribes_and_flushes_i
         .await
         .unwrap();
     assert_eq!(next(&mut rx).await.data, Data::Json(json!("after")));
+}
+
+/// Serves a server over `store` at `addr` (retrying the bind while the old one lets go).
+async fn serve_over(
+    store: Arc<dyn sealbus_server::store::Store>,
+    addr: Option<std::net::SocketAddr>,
+    admit_sub: Arc<std::sync::atomic::AtomicBool>,
+) -> (sealbus_server::Server, std::net::SocketAddr) {
+    let listener = loop {
+        match tokio::net::TcpListener::bind(addr.unwrap_or(([127, 0, 0, 1], 0).into())).await {
+            Ok(listener) => break listener,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let addr = listener.local_addr().unwrap();
+    let server = sealbus_server::Server::builder()
+        .config(sealbus_server::config::Config {
+            sessions: vec![session("s1", "pw-s1")],
+            admin_token: Some(common::ADMIN.into()),
+            ..Default::default()
+        })
+        .store(store)
+        .upgrade_hook(move |_, query| query != Some("role=sub") || admit_sub.load(Ordering::SeqCst))
+        .build()
+        .unwrap();
+    let serving = server.clone();
+    tokio::spawn(async move { serving.serve(listener).await.unwrap() });
+    (server, addr)
+}
+
+#[tokio::test]
+async fn after_a_restart_over_the_same_store_the_client_recovers_what_it_missed() {
+    let store = Arc::new(sealbus_server::store::MemoryStore::new());
+    let admit_sub = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (first, addr) = serve_over(store.clone(), None, admit_sub.clone()).await;
+    let policy = ReconnectPolicy {
+        initial_delay_ms: 50,
+        max_delay_ms: 200,
+        max_attempts: None,
+        ..ReconnectPolicy::default()
+    };
+    // The subscriber's URL carries `?role=sub` so the restarted server can keep it away until
+    // everything was published: what it gets then can only come from history.
+    let sub_options = ClientOptions::new(format!("ws://{addr}/ws?role=sub"), "s1")
+        .password("pw-s1")
+        .client_id("sub")
+        .reconnect(policy);
+    let sub = Client::connect(sub_options).await.unwrap();
+    let publisher = Client::connect(options(addr, "s1", "pub").reconnect(policy))
+        .await
+        .unwrap();
+    let mut rx = collect(&sub, "live/#").await;
+    let mut events = sub.events();
+    publisher
+        .publish("live/a", Data::Json(json!("before")), qos1())
+        .await
+        .unwrap();
+    assert_eq!(next(&mut rx).await.data, Data::Json(json!("before")));
+
+    first.shutdown();
+    timeout(WAIT, async {
+        while publisher.state() == ConnectionState::Connected
+            || sub.state() == ConnectionState::Connected
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the clients never noticed the shutdown");
+    drop(first);
+    // Published while the server is down: buffered by the client, flushed on reconnect.
+    let offline = publisher.clone();
+    let during = tokio::spawn(async move {
+        offline
+            .publish("live/b", Data::Json(json!("during")), qos1())
+            .await
+    });
+    admit_sub.store(false, Ordering::SeqCst);
+    let (_second, _) = serve_over(store, Some(addr), admit_sub.clone()).await;
+    timeout(WAIT, during).await.unwrap().unwrap().unwrap();
+    publisher
+        .publish("live/c", Data::Json(json!("after")), qos1())
+        .await
+        .unwrap();
+    admit_sub.store(true, Ordering::SeqCst);
+    let during = next(&mut rx).await;
+    let after = next(&mut rx).await;
+    assert_eq!(
+        (during.data, during.replay),
+        (Data::Json(json!("during")), true)
+    );
+    assert_eq!((after.data, after.replay), (Data::Json(json!("after")), true));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(rx.try_recv().is_err(), "each message once");
+    while let Ok(Some(event)) = timeout(Duration::from_millis(50), events.next()).await {
+        assert!(
+            !matches!(event, ClientEvent::NotRecovered { .. }),
+            "the epoch survives a restart over the same store"
+        );
+    }
 }
