@@ -7,6 +7,7 @@
 //! per idle authenticated connection with one subscription. Figures are printed, never asserted.
 
 mod conn;
+mod durable;
 mod scenarios;
 
 use std::io::{BufRead, BufReader};
@@ -24,7 +25,7 @@ USAGE:
     cargo xtask load [OPTIONS]
 
 OPTIONS:
-    --scenario NAME    fanout | many | ack | idle | all (default: all)
+    --scenario NAME    fanout | many | ack | qos1 | idle | all (default: all)
     --seconds N        measurement time per scenario (default: 5)
     --connections N    idle connections for `idle` (default: 10000)
     --url URL          use a running server instead of starting one
@@ -186,6 +187,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         }
         if wanted("ack") {
             scenarios::acks(&target, 10, seconds).await?;
+        }
+        if wanted("qos1") {
+            durable::qos1(&target, "server's store", 10, seconds).await?;
         }
         if wanted("idle") {
             scenarios::idle(&target, options.connections, || pid.and_then(rss_kib)).await?;

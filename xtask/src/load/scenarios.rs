@@ -15,7 +15,8 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::conn::{self, Rx, Target, Tx};
 
-const PAYLOAD_BYTES: usize = 128;
+/// Payload size of every scenario.
+pub(crate) const PAYLOAD_BYTES: usize = 128;
 
 /// What a fan-out run measured.
 pub(crate) struct Figures {
@@ -25,7 +26,8 @@ pub(crate) struct Figures {
     pub(crate) lossless: bool,
 }
 
-fn run_prefix() -> String {
+/// A topic prefix unique to this run.
+pub(crate) fn run_prefix() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -48,7 +50,8 @@ fn stamp_of(text: &str) -> Option<u64> {
     Some(u64::from_le_bytes(head.get(..8)?.try_into().ok()?))
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
+/// The `p` quantile of sorted nanosecond figures, in milliseconds.
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

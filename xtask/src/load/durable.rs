@@ -1,0 +1,156 @@
+//! The QoS 1 scenario: confirmed publishes per second with acknowledging subscribers.
+//!
+//! One publisher keeps a window of QoS 1 publishes in flight and counts the `published`
+//! confirmations (sent by the server once its store holds the message); each subscriber
+//! acknowledges every copy by its delivery id. The figure is confirmed publishes per second, and
+//! the run checks that every subscriber received every confirmed message.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use futures_util::{FutureExt as _, SinkExt, StreamExt};
+use sealbus::protocol::{Ack, ClientFrame, Codec, Payload, Publish, Qos, ServerFrame};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use super::conn::{self, Rx, Target, Tx};
+use super::scenarios::{PAYLOAD_BYTES, percentile, run_prefix};
+
+/// What one subscriber saw.
+struct Received {
+    /// Copies received (redeliveries included).
+    copies: u64,
+    /// Redeliveries (`dup`).
+    duplicates: u64,
+}
+
+/// Acknowledges every QoS 1 copy until `stop`; counts what arrived. Acks of the frames that
+/// are already readable go out in one write.
+async fn acking_subscriber(mut tx: Tx, mut rx: Rx, stop: Arc<AtomicBool>) -> Result<Received> {
+    let codec = Codec::new(usize::MAX);
+    let mut received = Received {
+        copies: 0,
+        duplicates: 0,
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(mut next) = tokio::time::timeout(Duration::from_millis(100), rx.next()).await
+        else {
+            continue;
+        };
+        loop {
+            match next {
+                Some(Ok(WsMessage::Text(text))) => {
+                    if let Ok(ServerFrame::Message(message)) = codec.decode_server(text.as_bytes())
+                        && let Some(did) = message.did
+                    {
+                        received.copies += 1;
+                        received.duplicates += u64::from(message.dup);
+                        let ack = ClientFrame::Ack(Ack {
+                            did: Some(did),
+                            aid: None,
+                            ok: true,
+                            code: None,
+                            error: None,
+                        });
+                        tx.feed(WsMessage::text(Codec::encode_client(&ack)?))
+                            .await?;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(err)) => bail!("subscriber connection failed: {err}"),
+                None => bail!("subscriber connection ended"),
+            }
+            match rx.next().now_or_never() {
+                Some(more) => next = more,
+                None => break,
+            }
+        }
+        tx.flush().await?;
+    }
+    Ok(received)
+}
+
+/// QoS 1 publishes with `window` in flight to `subscribers` acknowledging subscribers for
+/// `duration`; prints confirmed publishes/s, confirmation latency and whether every copy arrived.
+pub(crate) async fn qos1(
+    target: &Target,
+    label: &str,
+    subscribers: usize,
+    duration: Duration,
+) -> Result<()> {
+    let window: u64 = std::env::var("LOAD_WINDOW")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(256);
+    let prefix = run_prefix();
+    let topic = format!("{prefix}/q1");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..subscribers {
+        let (mut tx, mut rx) = conn::connect(target, &format!("{prefix}-q1-sub-{i}")).await?;
+        conn::subscribe(&mut tx, &mut rx, &topic).await?;
+        tasks.push(tokio::spawn(acking_subscriber(tx, rx, stop.clone())));
+    }
+    let (mut tx, mut rx) = conn::connect(target, &format!("{prefix}-q1-pub")).await?;
+    let began = Instant::now();
+    let deadline = began + duration;
+    let mut sent_at: HashMap<u64, Instant> = HashMap::new();
+    let (mut next_id, mut confirmed) = (1u64, 0u64);
+    let mut latencies = Vec::new();
+    while Instant::now() < deadline || !sent_at.is_empty() {
+        while (sent_at.len() as u64) < window && Instant::now() < deadline {
+            let frame = ClientFrame::Publish(Publish {
+                id: Some(next_id),
+                mid: None,
+                topic: topic.clone(),
+                data: Payload::Bytes(vec![7; PAYLOAD_BYTES]),
+                qos: Qos::AtLeastOnce,
+                retain: false,
+                ack: None,
+                notify_dead: false,
+            });
+            tx.feed(WsMessage::text(Codec::encode_client(&frame)?))
+                .await?;
+            sent_at.insert(next_id, Instant::now());
+            next_id += 1;
+        }
+        tx.flush().await?;
+        match tokio::time::timeout(Duration::from_secs(15), conn::recv(&mut rx)).await {
+            Err(_) => bail!("no confirmation for 15 s ({} in flight)", sent_at.len()),
+            Ok(frame) => match frame? {
+                ServerFrame::Published(published) => {
+                    if let Some(at) = sent_at.remove(&published.id) {
+                        latencies.push(at.elapsed().as_nanos() as u64);
+                        confirmed += 1;
+                    }
+                }
+                ServerFrame::Error(err) => bail!("QoS 1 publish failed: {}", err.message),
+                _ => {}
+            },
+        }
+    }
+    let elapsed = began.elapsed().as_secs_f64();
+    // Let the last copies arrive before counting.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut copies, mut duplicates, mut short) = (0u64, 0u64, 0usize);
+    for task in tasks {
+        let received = task.await??;
+        copies += received.copies;
+        duplicates += received.duplicates;
+        short += usize::from(received.copies - received.duplicates < confirmed);
+    }
+    latencies.sort_unstable();
+    println!(
+        "qos1 [{label}] 1 -> {subscribers} acking subscribers, {window} in flight: {confirmed} \
+         confirmed ({:.0}/s), {copies} copies delivered ({:.0}/s, {duplicates} redeliveries), \
+         {short} subscribers missing messages; confirm latency p50 {:.2} ms, p99 {:.2} ms",
+        confirmed as f64 / elapsed,
+        copies as f64 / elapsed,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+    );
+    Ok(())
+}
