@@ -47,7 +47,10 @@ async fn an_unacknowledged_copy_is_redelivered_with_the_same_delivery_id_until_a
     assert!(first.get("dup").is_none(), "{first}");
     let did = first["did"].as_u64().unwrap();
     let second = subscriber.expect("message").await;
-    assert_eq!((second["did"].as_u64(), &second["dup"]), (Some(did), &json!(true)));
+    assert_eq!(
+        (second["did"].as_u64(), &second["dup"]),
+        (Some(did), &json!(true))
+    );
     let third = subscriber.expect("message").await;
     assert_eq!(third["did"].as_u64(), Some(did));
     subscriber
@@ -159,7 +162,10 @@ async fn a_copy_out_of_retries_goes_to_the_dead_letter_topic_and_the_publisher_i
     let dead = watcher.expect("message").await;
     assert_eq!(dead["topic"], "$dead/orders/eu");
     assert_eq!(dead["data"], json!({"json":{"n":1}}));
-    assert_eq!((&dead["from"], &dead["mid"]), (&json!("pub"), &json!("o-1")));
+    assert_eq!(
+        (&dead["from"], &dead["mid"]),
+        (&json!("pub"), &json!("o-1"))
+    );
     let (_, metrics) = http(server.addr, "GET", "/metrics", None, None).await;
     assert!(
         metrics
@@ -198,7 +204,14 @@ async fn a_persistent_client_gets_what_it_missed_in_order_when_it_comes_back() {
         .send(json!({"type":"send","id":10,"to":"worker","data":{"json":"direct0"}}))
         .await;
     assert_eq!(publisher.expect("error").await["name"], "no_such_client");
-    let (_, clients) = http(server.addr, "GET", "/api/sessions/d/clients", Some(ADMIN), None).await;
+    let (_, clients) = http(
+        server.addr,
+        "GET",
+        "/api/sessions/d/clients",
+        Some(ADMIN),
+        None,
+    )
+    .await;
     let away = clients["clients"]
         .as_array()
         .unwrap()
@@ -206,7 +219,10 @@ async fn a_persistent_client_gets_what_it_missed_in_order_when_it_comes_back() {
         .find(|c| c["client_id"] == "worker")
         .unwrap()
         .clone();
-    assert_eq!((&away["connected"], &away["queued"]), (&json!(false), &json!(5)));
+    assert_eq!(
+        (&away["connected"], &away["queued"]),
+        (&json!(false), &json!(5))
+    );
 
     let (mut worker, welcome) = Client::join_persistent(server.addr, "d", "pw", "worker").await;
     assert_eq!(welcome["session_present"], true);
@@ -219,12 +235,21 @@ async fn a_persistent_client_gets_what_it_missed_in_order_when_it_comes_back() {
         worker.send(ack).await;
         if frame["data"]["json"] == json!(0) {
             assert_eq!(frame["dup"], true, "written before the disconnect: {frame}");
-            assert_ne!(frame["did"], unacked["did"], "a new delivery id on a new connection");
+            assert_ne!(
+                frame["did"], unacked["did"],
+                "a new delivery id on a new connection"
+            );
         }
     }
-    assert_eq!(seen, vec![json!(0), json!(1), json!(2), json!(3), json!("direct")]);
+    assert_eq!(
+        seen,
+        vec![json!(0), json!(1), json!(2), json!(3), json!("direct")]
+    );
     let rest = worker.sync().await;
-    assert!(rest.is_empty(), "QoS 0 is not queued, acked copies are not resent: {rest:?}");
+    assert!(
+        rest.is_empty(),
+        "QoS 0 is not queued, acked copies are not resent: {rest:?}"
+    );
     // The subscription was kept: new messages arrive without subscribing again.
     publish_qos1(&mut publisher, 20, "jobs/b", json!("live")).await;
     assert_eq!(worker.expect("message").await["data"]["json"], "live");
@@ -243,11 +268,17 @@ async fn a_full_offline_queue_drops_the_oldest_copy_as_dead() {
         publish_qos1(&mut publisher, n, "q", json!(n)).await;
     }
     let dead = watcher.expect("message").await;
-    assert_eq!((&dead["topic"], &dead["data"]["json"]), (&json!("$dead/q"), &json!(1)));
+    assert_eq!(
+        (&dead["topic"], &dead["data"]["json"]),
+        (&json!("$dead/q"), &json!(1))
+    );
     let (mut worker, _) = Client::join_persistent(server.addr, "d", "pw", "w").await;
     let a = worker.expect("message").await;
     let b = worker.expect("message").await;
-    assert_eq!((a["data"]["json"].clone(), b["data"]["json"].clone()), (json!(2), json!(3)));
+    assert_eq!(
+        (a["data"]["json"].clone(), b["data"]["json"].clone()),
+        (json!(2), json!(3))
+    );
 }
 
 #[tokio::test]
@@ -299,16 +330,27 @@ async fn resubscribing_with_since_replays_what_was_missed() {
         .send(json!({"type":"subscribe","id":2,"filter":"news/+","since":{"epoch":epoch,"offset":last}}))
         .await;
     let answer = reader.expect("subscribed").await;
-    assert_eq!((&answer["recovery"], &answer["replayed"]), (&json!("recovered"), &json!(2)));
+    assert_eq!(
+        (&answer["recovery"], &answer["replayed"]),
+        (&json!("recovered"), &json!(2))
+    );
     for n in [1, 3] {
         let replayed = reader.expect("message").await;
-        assert_eq!((&replayed["data"]["json"], &replayed["replay"]), (&json!(n), &json!(true)));
+        assert_eq!(
+            (&replayed["data"]["json"], &replayed["replay"]),
+            (&json!(n), &json!(true))
+        );
     }
     // Another epoch, or an offset history no longer reaches: not recovered, nothing replayed.
     reader
-        .send(json!({"type":"subscribe","id":3,"filter":"x/#","since":{"epoch":"other","offset":1}}))
+        .send(
+            json!({"type":"subscribe","id":3,"filter":"x/#","since":{"epoch":"other","offset":1}}),
+        )
         .await;
-    assert_eq!(reader.expect("subscribed").await["recovery"], "not_recovered");
+    assert_eq!(
+        reader.expect("subscribed").await["recovery"],
+        "not_recovered"
+    );
     for n in 0..5 {
         publisher
             .send(json!({"type":"publish","topic":"filler","data":{"json":n}}))
@@ -393,7 +435,9 @@ async fn a_server_rebuilt_over_the_same_store_keeps_persistent_clients_history_a
     reader.subscribe(1, "state").await;
     assert_eq!(reader.expect("message").await["retained"], true);
     reader
-        .send(json!({"type":"subscribe","id":2,"filter":"jobs/#","since":{"epoch":epoch,"offset":0}}))
+        .send(
+            json!({"type":"subscribe","id":2,"filter":"jobs/#","since":{"epoch":epoch,"offset":0}}),
+        )
         .await;
     let answer = reader.expect("subscribed").await;
     assert_eq!(answer["recovery"], "recovered", "{answer}");

@@ -541,7 +541,10 @@ async fn after_a_restart_over_the_same_store_the_client_recovers_what_it_missed(
         (during.data, during.replay),
         (Data::Json(json!("during")), true)
     );
-    assert_eq!((after.data, after.replay), (Data::Json(json!("after")), true));
+    assert_eq!(
+        (after.data, after.replay),
+        (Data::Json(json!("after")), true)
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(rx.try_recv().is_err(), "each message once");
     while let Ok(Some(event)) = timeout(Duration::from_millis(50), events.next()).await {

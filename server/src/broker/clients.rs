@@ -193,7 +193,7 @@ impl Session {
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
         for copy in entry.copies.drain() {
-            state.tracker.abandon(&copy.message.mid, &entry.id);
+            state.tracker.abandon(copy.message.key, &entry.id);
         }
         if entry.persistent {
             d.writes.push(Write::DropClient {
@@ -336,20 +336,16 @@ impl Session {
                     continue;
                 };
                 holders.entry(copy.key).or_default().push(id.clone());
-                entry.copies.queued.push_back(Copy {
-                    message: message.clone(),
-                    attempts: copy.attempts,
-                    ack: None,
-                });
+                let mut restored = Copy::new(message.clone(), None);
+                restored.attempts = copy.attempts;
+                entry.copies.queued.push_back(restored);
             }
             state.by_id.insert(id, key);
             state.clients.insert(key, entry);
         }
         for (key, clients) in holders {
             if let Some(message) = messages.get(&key) {
-                state
-                    .tracker
-                    .start(&message.mid, &message.topic, &message.from, clients);
+                state.tracker.start(message, clients);
             }
         }
     }

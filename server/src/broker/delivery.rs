@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::extract::ws::Utf8Bytes;
 use sealbus::protocol::{DeadLetter, Direct, Message, Qos, ServerFrame};
 
 use super::outbox::Outbound;
@@ -31,15 +32,27 @@ pub(super) struct Copy {
     pub(super) attempts: u32,
     /// The publish_with_ack collection waiting for this subscriber, and its cancel flag.
     pub(super) ack: Option<(u64, Arc<AtomicBool>)>,
+    /// The message's frame without `did`, `aid` and `dup`, encoded once for all subscribers.
+    pub(super) frame: Option<Utf8Bytes>,
 }
 
 impl Copy {
-    /// A copy not written yet.
-    pub(super) fn new(message: Arc<StoredMessage>) -> Self {
+    /// A copy not written yet, sharing the encoded `frame` of its message.
+    pub(super) fn new(message: Arc<StoredMessage>, frame: Option<Utf8Bytes>) -> Self {
         Copy {
             message,
             attempts: 0,
             ack: None,
+            frame,
+        }
+    }
+
+    /// This copy's frame with its delivery id (and ack id, and `dup` when written before).
+    fn text(&self, did: u64, dup: bool) -> Option<Utf8Bytes> {
+        let aid = self.ack.as_ref().map(|(aid, _)| *aid);
+        match &self.frame {
+            Some(frame) => with_delivery(frame, Some(did), aid, dup),
+            None => encode(&copy_frame(&self.message, Some(did), aid, dup)),
         }
     }
 
@@ -151,6 +164,32 @@ pub(super) fn copy_frame(
     }
 }
 
+/// Adds a copy's own fields to a frame encoded once for every subscriber: the frame is a JSON
+/// object, so the fields go in before its closing brace (field order carries no meaning). This
+/// saves encoding the whole message (payload included) once per subscriber.
+pub(super) fn with_delivery(
+    frame: &Utf8Bytes,
+    did: Option<u64>,
+    aid: Option<u64>,
+    dup: bool,
+) -> Option<Utf8Bytes> {
+    use std::fmt::Write as _;
+    let body = frame.as_str().strip_suffix('}')?;
+    let mut text = String::with_capacity(frame.len() + 48);
+    text.push_str(body);
+    if let Some(did) = did {
+        let _ = write!(text, ",\"did\":{did}");
+    }
+    if let Some(aid) = aid {
+        let _ = write!(text, ",\"aid\":{aid}");
+    }
+    if dup {
+        text.push_str(",\"dup\":true");
+    }
+    text.push('}');
+    Some(Utf8Bytes::from(text))
+}
+
 /// Writes `copy` to `client` with a new delivery id if its outbound queue takes it; gives it
 /// back otherwise.
 fn try_write(
@@ -187,7 +226,7 @@ fn try_write(
     client.next_did = did;
     copy.attempts += 1;
     tracker.update(
-        &copy.message.mid,
+        copy.message.key,
         &client.id,
         CopyState::Delivered,
         copy.attempts,
@@ -283,7 +322,7 @@ impl State {
         };
         let copy = inflight.copy;
         self.tracker.update(
-            &copy.message.mid,
+            copy.message.key,
             &client.id,
             CopyState::Acknowledged,
             copy.attempts,
@@ -325,10 +364,10 @@ impl State {
                 }
                 continue;
             }
-            let copy = &inflight.copy;
-            let aid = copy.ack.as_ref().map(|(aid, _)| *aid);
             let written = client.outbox.as_ref().is_some_and(|outbox| {
-                encode(&copy_frame(&copy.message, Some(did), aid, true))
+                inflight
+                    .copy
+                    .text(did, true)
                     .is_some_and(|text| outbox.offer(Outbound::Frame(text)))
             });
             let next = d.now + d.retry;
@@ -341,7 +380,7 @@ impl State {
             SessionMetrics::add(&d.metrics.retries, 1);
             let copy = &inflight.copy;
             self.tracker.update(
-                &copy.message.mid,
+                copy.message.key,
                 &client.id,
                 CopyState::Delivered,
                 copy.attempts,
@@ -374,7 +413,7 @@ impl State {
         let message = &copy.message;
         tracing::debug!(client = %client_id, mid = %message.mid, attempts = copy.attempts, "dead letter");
         self.tracker
-            .update(&message.mid, client_id, CopyState::Dead, copy.attempts);
+            .update(message.key, client_id, CopyState::Dead, copy.attempts);
         if persistent {
             d.writes.push(Write::DropCopy {
                 client_id: client_id.to_string(),
@@ -420,5 +459,27 @@ impl State {
             });
             self.send(publisher, &notice);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_fields_go_into_the_shared_frame() {
+        let frame = Utf8Bytes::from_static(
+            r#"{"type":"message","topic":"t","data":{"json":{}},"from":"p","ts":1}"#,
+        );
+        let text = with_delivery(&frame, Some(7), Some(3), true).unwrap();
+        let value: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"type":"message","topic":"t","data":{"json":{}},"from":"p","ts":1,
+                               "did":7,"aid":3,"dup":true})
+        );
+        let decoded = sealbus::protocol::Codec::default().decode_server(text.as_bytes());
+        assert!(decoded.is_ok(), "{decoded:?}");
+        assert!(with_delivery(&Utf8Bytes::from_static("[]"), Some(1), None, false).is_none());
     }
 }

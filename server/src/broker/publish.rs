@@ -13,7 +13,7 @@ use sealbus::protocol::{
 use sealbus::topic::is_reserved;
 
 use super::acks::AckCollection;
-use super::delivery::{Copy, Delivery, copy_frame};
+use super::delivery::{Copy, Delivery, copy_frame, with_delivery};
 use super::now_ms;
 use super::outbox::{Outbound, Outbox};
 use super::routing::not_connected;
@@ -242,11 +242,10 @@ impl Session {
                         .iter()
                         .filter_map(|k| state.clients.get(k).map(|c| c.id.clone()))
                         .collect();
-                    state
-                        .tracker
-                        .start(&message.mid, &message.topic, &message.from, holders);
+                    state.tracker.start(&message, holders);
+                    let shared = encode(&frame);
                     for key in &targets {
-                        state.give(*key, Copy::new(message.clone()), d);
+                        state.give(*key, Copy::new(message.clone(), shared.clone()), d);
                     }
                 }
                 let on_commit = id.and_then(|id| {
@@ -304,14 +303,10 @@ impl Session {
         state.send(publisher, &expect);
         AckCollection::insert(state, aid, publisher, topic, &expected, cancelled.clone());
         let qos1 = message.qos == Qos::AtLeastOnce;
+        let shared = encode(&copy_frame(message, None, None, false));
         if qos1 {
             let holders = expected.iter().chain(&away).map(|(id, _)| id.clone());
-            state.tracker.start(
-                &message.mid,
-                &message.topic,
-                &message.from,
-                holders.collect(),
-            );
+            state.tracker.start(message, holders.collect());
         }
         for (_, key) in &expected {
             let Some(client) = state.clients.get_mut(key) else {
@@ -320,14 +315,13 @@ impl Session {
             client.pending_aids.insert(aid);
             if qos1 {
                 store_direct(state, *key, message, d);
-                let copy = Copy {
-                    message: message.clone(),
-                    attempts: 0,
-                    ack: Some((aid, cancelled.clone())),
-                };
+                let mut copy = Copy::new(message.clone(), shared.clone());
+                copy.ack = Some((aid, cancelled.clone()));
                 state.give(*key, copy, d);
             } else if let Some(outbox) = &client.outbox
-                && let Some(text) = encode(&copy_frame(message, None, Some(aid), false))
+                && let Some(text) = shared
+                    .as_ref()
+                    .and_then(|frame| with_delivery(frame, None, Some(aid), false))
             {
                 outbox.push(Outbound::Withdrawable {
                     text,
@@ -338,7 +332,7 @@ impl Session {
         if qos1 {
             for (_, key) in &away {
                 store_direct(state, *key, message, d);
-                state.give(*key, Copy::new(message.clone()), d);
+                state.give(*key, Copy::new(message.clone(), shared.clone()), d);
             }
         }
         if expected.is_empty() {
@@ -416,10 +410,8 @@ impl Session {
                 if f.qos == Qos::AtLeastOnce {
                     store_direct(&state, target, &message, &mut d);
                     let holders = vec![Arc::<str>::from(f.to.as_str())];
-                    state
-                        .tracker
-                        .start(&message.mid, &message.topic, &message.from, holders);
-                    state.give(target, Copy::new(message.clone()), &mut d);
+                    state.tracker.start(&message, holders);
+                    state.give(target, Copy::new(message.clone(), None), &mut d);
                 } else {
                     state.send(target, &copy_frame(&message, None, None, false));
                 }

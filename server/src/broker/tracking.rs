@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use sealbus::protocol::{CopyState, CopyStatus};
 
+use crate::store::{MessageKey, StoredMessage};
+
 /// The copies of one message.
 #[derive(Debug)]
 struct Tracked {
-    topic: String,
-    from: String,
+    message: Arc<StoredMessage>,
     copies: Vec<(Arc<str>, CopyState, u32)>,
     open: usize,
 }
@@ -33,8 +34,9 @@ pub struct Status {
 /// Every tracked QoS 1 message of a session.
 #[derive(Debug, Default)]
 pub(super) struct Tracker {
-    by_mid: HashMap<String, Tracked>,
-    settled: VecDeque<String>,
+    by_key: HashMap<MessageKey, Tracked>,
+    by_mid: HashMap<String, MessageKey>,
+    settled: VecDeque<MessageKey>,
     keep: usize,
 }
 
@@ -48,27 +50,36 @@ impl Tracker {
         self.keep = keep;
     }
 
-    /// Starts tracking a message with a pending copy for each of `clients`.
-    pub(super) fn start(&mut self, mid: &str, topic: &str, from: &str, clients: Vec<Arc<str>>) {
+    /// Starts tracking `message` with a pending copy for each of `clients`.
+    pub(super) fn start(&mut self, message: &Arc<StoredMessage>, clients: Vec<Arc<str>>) {
         let open = clients.len();
+        let key = message.key;
         let tracked = Tracked {
-            topic: topic.to_owned(),
-            from: from.to_owned(),
+            message: message.clone(),
             copies: clients
                 .into_iter()
                 .map(|c| (c, CopyState::Pending, 0))
                 .collect(),
             open,
         };
-        self.by_mid.insert(mid.to_owned(), tracked);
+        if let Some(replaced) = self.by_key.insert(key, tracked) {
+            self.by_mid.remove(&replaced.message.mid);
+        }
+        self.by_mid.insert(message.mid.clone(), key);
         if open == 0 {
-            self.settle(mid);
+            self.settle(key);
         }
     }
 
     /// Records a copy's new state.
-    pub(super) fn update(&mut self, mid: &str, client: &str, state: CopyState, attempts: u32) {
-        let Some(tracked) = self.by_mid.get_mut(mid) else {
+    pub(super) fn update(
+        &mut self,
+        key: MessageKey,
+        client: &str,
+        state: CopyState,
+        attempts: u32,
+    ) {
+        let Some(tracked) = self.by_key.get_mut(&key) else {
             return;
         };
         let Some(copy) = tracked.copies.iter_mut().find(|(c, ..)| &**c == client) else {
@@ -80,15 +91,15 @@ impl Tracker {
         if was_open && !is_open(state) {
             tracked.open -= 1;
             if tracked.open == 0 {
-                self.settle(mid);
+                self.settle(key);
             }
         }
     }
 
     /// A client's copy will never be settled (it left without persistence): it stops counting
     /// as open, its last state stays visible.
-    pub(super) fn abandon(&mut self, mid: &str, client: &str) {
-        let Some(tracked) = self.by_mid.get_mut(mid) else {
+    pub(super) fn abandon(&mut self, key: MessageKey, client: &str) {
+        let Some(tracked) = self.by_key.get_mut(&key) else {
             return;
         };
         if tracked
@@ -98,28 +109,29 @@ impl Tracker {
         {
             tracked.open -= 1;
             if tracked.open == 0 {
-                self.settle(mid);
+                self.settle(key);
             }
         }
     }
 
-    fn settle(&mut self, mid: &str) {
-        self.settled.push_back(mid.to_owned());
+    fn settle(&mut self, key: MessageKey) {
+        self.settled.push_back(key);
         while self.settled.len() > self.keep {
             if let Some(old) = self.settled.pop_front()
-                && self.by_mid.get(&old).is_some_and(|t| t.open == 0)
+                && self.by_key.get(&old).is_some_and(|t| t.open == 0)
+                && let Some(gone) = self.by_key.remove(&old)
             {
-                self.by_mid.remove(&old);
+                self.by_mid.remove(&gone.message.mid);
             }
         }
     }
 
     /// The status of message `mid`, if tracked.
     pub(super) fn status(&self, mid: &str) -> Option<Status> {
-        let tracked = self.by_mid.get(mid)?;
+        let tracked = self.by_key.get(self.by_mid.get(mid)?)?;
         Some(Status {
-            topic: tracked.topic.clone(),
-            from: tracked.from.clone(),
+            topic: tracked.message.topic.clone(),
+            from: tracked.message.from.clone(),
             copies: tracked
                 .copies
                 .iter()
@@ -136,20 +148,35 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sealbus::protocol::{Payload, Qos};
+
+    fn message(offset: u64) -> Arc<StoredMessage> {
+        Arc::new(StoredMessage {
+            key: MessageKey::Stream(offset),
+            topic: "t".into(),
+            data: Payload::Json(serde_json::json!(offset)),
+            from: "p".into(),
+            ts: 1,
+            mid: format!("m{offset}"),
+            qos: Qos::AtLeastOnce,
+            notify_dead: false,
+        })
+    }
 
     #[test]
     fn follows_each_copy_and_forgets_old_settled_messages() {
         let mut tracker = Tracker::default();
         tracker.set_keep(1);
-        tracker.start("m1", "t", "p", vec!["a".into(), "b".into()]);
-        tracker.update("m1", "a", CopyState::Delivered, 1);
-        tracker.update("m1", "a", CopyState::Acknowledged, 1);
+        let (m1, m2) = (message(1), message(2));
+        tracker.start(&m1, vec!["a".into(), "b".into()]);
+        tracker.update(m1.key, "a", CopyState::Delivered, 1);
+        tracker.update(m1.key, "a", CopyState::Acknowledged, 1);
         let status = tracker.status("m1").unwrap();
         assert_eq!(status.copies[0].state, CopyState::Acknowledged);
         assert_eq!(status.copies[1].state, CopyState::Pending);
-        tracker.update("m1", "b", CopyState::Dead, 101);
+        tracker.update(m1.key, "b", CopyState::Dead, 101);
         assert_eq!(tracker.status("m1").unwrap().copies[1].attempts, 101);
-        tracker.start("m2", "t", "p", vec![]);
+        tracker.start(&m2, vec![]);
         assert!(
             tracker.status("m1").is_none(),
             "only the last settled one is kept"
@@ -161,10 +188,11 @@ mod tests {
     fn an_open_message_is_never_forgotten() {
         let mut tracker = Tracker::default();
         tracker.set_keep(0);
-        tracker.start("m1", "t", "p", vec!["a".into()]);
-        tracker.start("m2", "t", "p", vec![]);
+        let (m1, m2) = (message(1), message(2));
+        tracker.start(&m1, vec!["a".into()]);
+        tracker.start(&m2, vec![]);
         assert!(tracker.status("m1").is_some());
-        tracker.abandon("m1", "a");
+        tracker.abandon(m1.key, "a");
         assert!(tracker.status("m1").is_none());
     }
 }

@@ -35,8 +35,7 @@ async fn acking_subscriber(mut tx: Tx, mut rx: Rx, stop: Arc<AtomicBool>) -> Res
         duplicates: 0,
     };
     while !stop.load(Ordering::Relaxed) {
-        let Ok(mut next) = tokio::time::timeout(Duration::from_millis(100), rx.next()).await
-        else {
+        let Ok(mut next) = tokio::time::timeout(Duration::from_millis(100), rx.next()).await else {
             continue;
         };
         loop {
