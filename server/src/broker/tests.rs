@@ -198,3 +198,51 @@ fn the_queue_is_bounded_in_bytes_too() {
     outbox.push_droppable("1234567890123".into());
     assert_eq!(outbox.depth(), 1, "one oversized frame fits an empty queue");
 }
+
+#[tokio::test]
+async fn qos1_copies_wait_for_room_instead_of_disconnecting_a_slow_subscriber() {
+    let session = session();
+    let (publisher, mut rx_p) = join(&session, "p");
+    let (outbox, mut rx_s) = Outbox::new(limits(4), session.metrics().clone());
+    let sub = session
+        .connect(Some("s".into()), false, Permissions::default(), outbox.clone())
+        .unwrap()
+        .key;
+    frame(&mut rx_s);
+    handle(
+        &session,
+        sub,
+        json!({"type":"subscribe","id":1,"filter":"t"}),
+    );
+    frame(&mut rx_s);
+    for n in 0..10 {
+        handle(
+            &session,
+            publisher,
+            json!({"type":"publish","id":n,"topic":"t","data":{"json":n},"qos":1}),
+        );
+    }
+    assert!(outbox.kill_switch().reason().is_none(), "not a slow consumer");
+    let mut seen = Vec::new();
+    while seen.len() < 10 {
+        let before = seen.len();
+        while let Some(copy) = frame(&mut rx_s) {
+            handle(
+                &session,
+                sub,
+                json!({"type":"ack","did":copy["did"],"ok":true}),
+            );
+            seen.push(copy["data"]["json"].as_u64().unwrap());
+        }
+        assert!(seen.len() > before, "every tick writes what fits: {seen:?}");
+        session.tick();
+    }
+    assert_eq!(seen, (0..10).collect::<Vec<_>>(), "in order");
+    let confirmed = std::iter::from_fn(|| frame(&mut rx_p))
+        .filter(|f| f["type"] == "published")
+        .count();
+    assert_eq!(confirmed, 10);
+    let status = session.clients();
+    let s = status.iter().find(|c| c.client_id == "s").unwrap();
+    assert_eq!((s.in_flight, s.queued), (0, 0));
+}
