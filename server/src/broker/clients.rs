@@ -77,6 +77,7 @@ impl Session {
             ClientEntry::new(client_id.clone(), None, permissions.clone(), persistent)
         });
         entry.outbox = Some(outbox);
+        entry.outstanding = Default::default();
         entry.permissions = permissions;
         entry.expires_at = None;
         for filter in &entry.filters {

@@ -2,8 +2,9 @@
 //! fan-out of QoS 0 frames and QoS 1 copies, publish_with_ack collections, and the `published`
 //! answer, sent once the store holds the message.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sealbus::protocol::{
@@ -27,7 +28,42 @@ pub(crate) const ADMIN_ID: &str = "$admin";
 /// The connection that published, to answer it.
 struct Publisher {
     key: ClientKey,
-    outbox: Option<Outbox>,
+    answer: Option<Answer>,
+}
+
+/// Where a request's answer goes once the store committed it: the connection's queue, and its
+/// set of outstanding request ids.
+#[derive(Debug, Clone)]
+pub(super) struct Answer {
+    pub(super) outbox: Outbox,
+    pub(super) outstanding: Outstanding,
+}
+
+/// The ids of a connection's requests waiting for the store (shared with commit callbacks).
+pub(super) type Outstanding = Arc<Mutex<HashSet<u64>>>;
+
+fn lock(outstanding: &Outstanding) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+    outstanding.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Refuses a request whose id is still outstanding, or one too many.
+fn admit(outstanding: &Outstanding, id: u64, max: u32) -> Result<(), ProtocolError> {
+    let outstanding = lock(outstanding);
+    if outstanding.contains(&id) {
+        return Err(ProtocolError::new(
+            ErrorCode::DuplicateRequestId,
+            Some(id),
+            format!("request {id} is still outstanding"),
+        ));
+    }
+    if outstanding.len() >= max as usize {
+        return Err(ProtocolError::new(
+            ErrorCode::TooManyRequests,
+            Some(id),
+            format!("at most {max} requests may wait for the store at once"),
+        ));
+    }
+    Ok(())
 }
 
 /// Who asked for a publish_with_ack collection, and about what.
@@ -38,17 +74,24 @@ struct AckSpec {
 }
 
 /// Sends `published` once the store committed the publish (or an `internal` error if it
-/// could not).
-fn confirm(outbox: Option<Outbox>, published: Published) -> Option<OnCommit> {
-    let outbox = outbox?;
+/// could not); the request is outstanding until then.
+fn confirm(answer: Option<Answer>, published: Published) -> Option<OnCommit> {
+    let Answer {
+        outbox,
+        outstanding,
+    } = answer?;
     let id = published.id;
     let text = encode(&ServerFrame::Published(published))?;
-    Some(Box::new(move |result| match result {
-        Ok(()) => outbox.push(Outbound::Frame(text)),
-        Err(err) => {
-            let error = ErrorFrame::new(Some(id), ErrorCode::Internal, err.to_string());
-            if let Some(text) = encode(&ServerFrame::Error(error)) {
-                outbox.push(Outbound::Frame(text));
+    lock(&outstanding).insert(id);
+    Some(Box::new(move |result| {
+        lock(&outstanding).remove(&id);
+        match result {
+            Ok(()) => outbox.push(Outbound::Frame(text)),
+            Err(err) => {
+                let error = ErrorFrame::new(Some(id), ErrorCode::Internal, err.to_string());
+                if let Some(text) = encode(&ServerFrame::Error(error)) {
+                    outbox.push(Outbound::Frame(text));
+                }
             }
         }
     }))
@@ -82,10 +125,11 @@ impl Session {
             ));
         }
         let from = client.id.clone();
-        let publisher = Publisher {
-            key,
-            outbox: client.outbox.clone(),
-        };
+        let answer = client.answer();
+        if let (Some(id), None, Some(answer)) = (f.id, &f.ack, &answer) {
+            admit(&answer.outstanding, id, self.settings().max_inflight)?;
+        }
+        let publisher = Publisher { key, answer };
         let (aid, on_commit) = self.route(&mut state, &from, Some(publisher), f, &mut d)?;
         self.commit(std::mem::take(&mut d.writes), on_commit);
         drop(state);
@@ -147,7 +191,7 @@ impl Session {
         d: &mut Delivery<'_>,
     ) -> Result<(Option<u64>, Option<OnCommit>), ProtocolError> {
         self.check_size(&f.data, f.id)?;
-        let answer_to = |publisher: Option<Publisher>| publisher.and_then(|p| p.outbox);
+        let answer_to = |publisher: Option<Publisher>| publisher.and_then(|p| p.answer);
         if let Some(mid) = &f.mid
             && let Some(offset) = state.dedup.seen(mid)
         {
@@ -351,7 +395,10 @@ impl Session {
         let mut state = self.lock();
         let sender = state.clients.get(&key).ok_or_else(|| not_connected(f.id))?;
         let from = sender.id.clone();
-        let sender_outbox = sender.outbox.clone();
+        let sender_answer = sender.answer();
+        if let (Some(id), None, Some(answer)) = (f.id, &f.ack, &sender_answer) {
+            admit(&answer.outstanding, id, self.settings().max_inflight)?;
+        }
         let target = state.by_id.get(f.to.as_str()).copied();
         let online =
             target.is_some_and(|t| state.clients.get(&t).is_some_and(|c| c.outbox.is_some()));
@@ -373,7 +420,7 @@ impl Session {
                         duplicate: true,
                         queued: false,
                     };
-                    confirm(sender_outbox.clone(), published)
+                    confirm(sender_answer.clone(), published)
                 });
                 self.commit(Vec::new(), on_commit);
                 return Ok(());
@@ -423,7 +470,7 @@ impl Session {
                         duplicate: false,
                         queued: !online,
                     };
-                    confirm(sender_outbox, published)
+                    confirm(sender_answer, published)
                 });
                 self.commit(std::mem::take(&mut d.writes), on_commit);
             }

@@ -15,6 +15,7 @@ use super::dedup::Dedup;
 use super::delivery::{Copies, Delivery};
 use super::history::History;
 use super::outbox::{Outbound, Outbox};
+use super::publish::{Answer, Outstanding};
 use super::tracking::Tracker;
 use crate::auth::{self, Permissions};
 use crate::config::SessionSettings;
@@ -82,6 +83,8 @@ pub(super) struct ClientEntry {
     pub(super) persistent: bool,
     /// While a persistent client is away: when its state expires (ms since the Unix epoch).
     pub(super) expires_at: Option<u64>,
+    /// Ids of the connection's requests waiting for the store to commit.
+    pub(super) outstanding: Outstanding,
 }
 
 impl ClientEntry {
@@ -101,7 +104,16 @@ impl ClientEntry {
             pending_aids: HashSet::new(),
             persistent,
             expires_at: None,
+            outstanding: Outstanding::default(),
         }
+    }
+
+    /// Where answers sent after a store commit go; `None` while away.
+    pub(super) fn answer(&self) -> Option<Answer> {
+        Some(Answer {
+            outbox: self.outbox.clone()?,
+            outstanding: self.outstanding.clone(),
+        })
     }
 
     /// The stored form of a persistent client.

@@ -205,7 +205,12 @@ async fn qos1_copies_wait_for_room_instead_of_disconnecting_a_slow_subscriber() 
     let (publisher, mut rx_p) = join(&session, "p");
     let (outbox, mut rx_s) = Outbox::new(limits(4), session.metrics().clone());
     let sub = session
-        .connect(Some("s".into()), false, Permissions::default(), outbox.clone())
+        .connect(
+            Some("s".into()),
+            false,
+            Permissions::default(),
+            outbox.clone(),
+        )
         .unwrap()
         .key;
     frame(&mut rx_s);
@@ -222,7 +227,10 @@ async fn qos1_copies_wait_for_room_instead_of_disconnecting_a_slow_subscriber() 
             json!({"type":"publish","id":n,"topic":"t","data":{"json":n},"qos":1}),
         );
     }
-    assert!(outbox.kill_switch().reason().is_none(), "not a slow consumer");
+    assert!(
+        outbox.kill_switch().reason().is_none(),
+        "not a slow consumer"
+    );
     let mut seen = Vec::new();
     while seen.len() < 10 {
         let before = seen.len();
@@ -245,4 +253,96 @@ async fn qos1_copies_wait_for_room_instead_of_disconnecting_a_slow_subscriber() 
     let status = session.clients();
     let s = status.iter().find(|c| c.client_id == "s").unwrap();
     assert_eq!((s.in_flight, s.queued), (0, 0));
+}
+
+/// A store whose commits wait until the test releases them, as a slow disk would.
+#[derive(Default)]
+struct HeldStore {
+    inner: MemoryStore,
+    held: std::sync::Mutex<Vec<crate::store::OnCommit>>,
+}
+
+impl std::fmt::Debug for HeldStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HeldStore")
+    }
+}
+
+impl HeldStore {
+    fn release(&self) {
+        let held: Vec<_> = self.held.lock().unwrap().drain(..).collect();
+        for on_commit in held {
+            on_commit(Ok(()));
+        }
+    }
+}
+
+impl crate::store::Store for HeldStore {
+    fn save_session(&self, record: &SessionRecord) {
+        self.inner.save_session(record);
+    }
+    fn delete_session(&self, name: &str) {
+        self.inner.delete_session(name);
+    }
+    fn sessions(&self) -> Vec<SessionRecord> {
+        self.inner.sessions()
+    }
+    fn load(&self, session: &str) -> Result<crate::store::SessionData, crate::store::StoreError> {
+        self.inner.load(session)
+    }
+    fn write(
+        &self,
+        session: &str,
+        writes: Vec<crate::store::Write>,
+        on_commit: Option<crate::store::OnCommit>,
+    ) {
+        self.inner.write(session, writes, None);
+        self.held.lock().unwrap().extend(on_commit);
+    }
+    fn flush(&self) -> Result<(), crate::store::StoreError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn requests_waiting_for_the_store_are_bounded_and_their_ids_unique() {
+    let store = Arc::new(HeldStore::default());
+    let broker = Broker::new(store.clone(), Arc::new(LocalBackplane));
+    let session = broker
+        .create_session(SessionRecord {
+            name: "s".into(),
+            password_hash: None,
+            token_secret: "t".into(),
+            settings: SessionSettings {
+                max_inflight: 2,
+                ..SessionSettings::default()
+            },
+        })
+        .unwrap();
+    let (publisher, mut rx) = join(&session, "p");
+    let publish =
+        |id: u64| json!({"type":"publish","id":id,"topic":"t","data":{"json":id},"qos":1});
+    handle(&session, publisher, publish(1));
+    assert!(frame(&mut rx).is_none(), "not confirmed before the commit");
+    handle(&session, publisher, publish(1));
+    assert_eq!(frame(&mut rx).unwrap()["name"], "duplicate_request_id");
+    handle(&session, publisher, publish(2));
+    handle(&session, publisher, publish(3));
+    let refused = frame(&mut rx).unwrap();
+    assert_eq!(
+        (&refused["name"], &refused["id"]),
+        (&json!("too_many_requests"), &json!(3))
+    );
+    store.release();
+    let confirmed: Vec<_> = std::iter::from_fn(|| frame(&mut rx))
+        .map(|f| f["id"].clone())
+        .collect();
+    assert_eq!(confirmed, [json!(1), json!(2)]);
+    handle(&session, publisher, publish(1));
+    store.release();
+    assert_eq!(
+        frame(&mut rx).unwrap()["type"],
+        "published",
+        "the id is free again"
+    );
 }
