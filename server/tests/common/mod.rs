@@ -170,6 +170,21 @@ impl Client {
         }
     }
 
+    /// The next text frame within `wait`: `Ok(None)` on timeout, `Err(())` once the connection
+    /// ended (closed, reset or killed).
+    pub async fn next_frame(&mut self, wait: Duration) -> Result<Option<Value>, ()> {
+        loop {
+            match tokio::time::timeout(wait, self.ws.next()).await {
+                Err(_) => return Ok(None),
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    return Ok(Some(serde_json::from_str(&text).unwrap()));
+                }
+                Ok(Some(Ok(Message::Close(_))) | Some(Err(_)) | None) => return Err(()),
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
     /// The next frame, which must have `type`.
     pub async fn expect(&mut self, kind: &str) -> Value {
         let frame = self.recv().await;
