@@ -27,9 +27,11 @@ use crate::error::Error;
 use crate::metrics::SessionMetrics;
 use crate::server::Server;
 
-/// Read buffer per connection. Kept small because a server holds many mostly idle connections;
-/// tungstenite grows it as needed for large frames.
-pub const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// Read buffer per connection, allocated when the connection opens. Kept small because a server
+/// holds many mostly idle connections (it is a third of an idle connection's memory);
+/// tungstenite grows it as needed for large frames, and 4 KiB still takes a dozen typical frames
+/// per read system call.
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// Write buffer per connection: frames are flushed once this much is buffered (small for the
 /// same reason as [`READ_BUFFER_BYTES`]).
