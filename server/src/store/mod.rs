@@ -9,10 +9,18 @@
 //! [`OnCommit`] once the batch (and everything written before it) is durable. The broker
 //! answers a QoS 1 `published` from that callback, so a confirmed message is on disk when the
 //! publisher hears of it. Implementations commit many batches at once (group commit).
+//!
+//! Two implementations ship: [`SqliteStore`], one embedded SQLite file (the default of
+//! `sealbus serve`), and [`MemoryStore`], which keeps nothing past the process. Both give the
+//! same results for the same writes (the conformance tests check it).
 
+#[cfg(test)]
+mod conformance;
 mod memory;
+mod sqlite;
 
 pub use memory::MemoryStore;
+pub use sqlite::{SqliteStore, SyncMode};
 
 use std::sync::Arc;
 
