@@ -6,6 +6,8 @@
 //! * `pipelined`: acks trail their publish by 64 publishes and nothing waits, as when many
 //!   publishes are in flight; the writer thread commits whatever is queued in one transaction
 //!   (many `Copy`/`DropCopy` pairs then cancel out inside a group). Timed until `flush` returns.
+//! * `separate_groups`: all the publishes, `flush`, then all the acks, `flush`: every copy is
+//!   written and then deleted, the pre-pass has nothing to cancel.
 //! * `one_at_a_time`: each publish waits for its batch's commit, then its acks for theirs: two
 //!   commits (two `fsync`s with `full`) per publish, the latency-bound worst case.
 //!
@@ -88,6 +90,24 @@ fn pipelined(store: &dyn Store, next: &mut u64, count: u64) -> Duration {
     start.elapsed()
 }
 
+/// Queues `count` publishes and waits for them, then their acks and waits again.
+fn separate_groups(store: &dyn Store, next: &mut u64, count: u64) -> Duration {
+    let start = Instant::now();
+    let first = *next;
+    for offset in first..first + count {
+        store.write("bench", publish(offset), None);
+    }
+    store.flush().unwrap();
+    for offset in first..first + count {
+        for subscriber in 0..SUBSCRIBERS {
+            store.write("bench", ack(subscriber, offset), None);
+        }
+    }
+    store.flush().unwrap();
+    *next += count;
+    start.elapsed()
+}
+
 /// Writes and waits for each publish, then for its acks.
 fn one_at_a_time(store: &dyn Store, next: &mut u64, count: u64) -> Duration {
     let start = Instant::now();
@@ -138,6 +158,12 @@ fn stores(c: &mut Criterion) {
         let mut next = 1;
         group.bench_function(format!("{kind}/pipelined"), |b| {
             b.iter_custom(|iters| pipelined(store.as_ref(), &mut next, iters))
+        });
+        drop(store);
+        let store = open(kind, dir.path());
+        let mut next = 1;
+        group.bench_function(format!("{kind}/separate_groups"), |b| {
+            b.iter_custom(|iters| separate_groups(store.as_ref(), &mut next, iters))
         });
         drop(store);
         let store = open(kind, dir.path());

@@ -10,13 +10,19 @@
 //! token_secret = "a long random secret for HS256 client tokens"
 //! retry_interval_ms = 5000
 //! max_retries = 100
+//!
+//! [store]
+//! path = "sealbus.db"          # SQLite file; or `memory = true`
+//! sync = "full"                # or "normal"
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::store::{MemoryStore, SqliteStore, Store, StoreError, SyncMode};
 
 /// The whole configuration file.
 #[derive(Clone, Default, Serialize, Deserialize)]
@@ -30,6 +36,8 @@ pub struct Config {
     pub server: ServerOptions,
     /// Sessions created at start.
     pub sessions: Vec<SessionConfig>,
+    /// Where `sealbus serve` keeps its state.
+    pub store: StoreConfig,
 }
 
 /// Debug output never shows the admin token.
@@ -43,6 +51,7 @@ impl std::fmt::Debug for Config {
             )
             .field("server", &self.server)
             .field("sessions", &self.sessions)
+            .field("store", &self.store)
             .finish()
     }
 }
@@ -57,6 +66,44 @@ impl Config {
     /// Parses a TOML configuration text.
     pub fn from_toml(text: &str) -> Result<Self> {
         toml::from_str(text).map_err(|err| Error::Config(err.to_string()))
+    }
+}
+
+/// The `[store]` table: where the server keeps sessions, history, retained messages and
+/// persistent clients.
+///
+/// `sealbus serve` opens it; an embedding application passes [`StoreConfig::open`]'s store to
+/// [`ServerBuilder::store`](crate::ServerBuilder::store) (the builder's default is a
+/// [`MemoryStore`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The SQLite file (created with its directory if missing). A relative path is taken from
+    /// the working directory.
+    pub path: PathBuf,
+    /// Keep everything in memory instead: nothing survives a restart.
+    pub memory: bool,
+    /// When SQLite commits reach the disk.
+    pub sync: SyncMode,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("sealbus.db"),
+            memory: false,
+            sync: SyncMode::default(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Opens the configured store: an [`SqliteStore`] at `path`, or a [`MemoryStore`].
+    pub fn open(&self) -> std::result::Result<Arc<dyn Store>, StoreError> {
+        if self.memory {
+            return Ok(Arc::new(MemoryStore::new()));
+        }
+        Ok(Arc::new(SqliteStore::open(&self.path, self.sync)?))
     }
 }
 
@@ -245,5 +292,26 @@ mod tests {
         assert_eq!(config.sessions[0].settings.max_retries, 3);
         assert_eq!(config.sessions[0].settings.retry_interval_ms, 5_000);
         assert!(Config::from_toml("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn the_store_defaults_to_sqlite_in_the_working_directory() {
+        let config = Config::from_toml("").unwrap();
+        assert_eq!(config.store.path, PathBuf::from("sealbus.db"));
+        assert!(!config.store.memory);
+        assert_eq!(config.store.sync, SyncMode::Full);
+        let config =
+            Config::from_toml("[store]\npath = \"/var/lib/sealbus/x.db\"\nsync = \"normal\"\n")
+                .unwrap();
+        assert_eq!(config.store.path, PathBuf::from("/var/lib/sealbus/x.db"));
+        assert_eq!(config.store.sync, SyncMode::Normal);
+        assert!(
+            Config::from_toml("[store]\nmemory = true\n")
+                .unwrap()
+                .store
+                .memory
+        );
+        assert!(Config::from_toml("[store]\nsync = \"sometimes\"\n").is_err());
+        assert!(Config::from_toml("[store]\nfile = \"x.db\"\n").is_err());
     }
 }

@@ -87,10 +87,22 @@ impl ServerBuilder {
         for record in store.sessions() {
             broker.create_session(record)?;
         }
+        // The configuration names the sessions it wants: one already in the store takes the
+        // configured credentials and settings (keeping its token secret when none is
+        // configured), so that editing the file and restarting takes effect.
         for session in &self.config.sessions {
             check_frame_limit(&self.config.server, &session.settings)?;
-            if broker.session(&session.name).is_err() {
-                broker.create_session(session_record(session)?)?;
+            match broker.session(&session.name) {
+                Ok(stored) => {
+                    let stored = stored.record();
+                    let record = configured_over_stored(session, &stored)?;
+                    if record != stored {
+                        broker.update_session(record)?;
+                    }
+                }
+                Err(_) => {
+                    broker.create_session(session_record(session)?)?;
+                }
             }
         }
         let (admin_token, generated) = match self.config.admin_token {
@@ -152,6 +164,29 @@ pub fn session_record(config: &SessionConfig) -> Result<SessionRecord> {
             .token_secret
             .clone()
             .unwrap_or_else(auth::random_token::<32>),
+        settings: config.settings.clone(),
+    })
+}
+
+/// The record of a configured session that the store already holds: the configured password
+/// (the stored hash is kept while it still verifies it, rather than hashed anew at every
+/// start), the configured token secret or else the stored one, the configured settings.
+fn configured_over_stored(config: &SessionConfig, stored: &SessionRecord) -> Result<SessionRecord> {
+    let password_hash = match (&config.password, &config.password_hash) {
+        (Some(password), _) => match &stored.password_hash {
+            Some(hash) if auth::verify_password(password, hash) => Some(hash.clone()),
+            _ => Some(auth::hash_password(password)?),
+        },
+        (None, Some(hash)) => Some(hash.clone()),
+        (None, None) => None,
+    };
+    Ok(SessionRecord {
+        name: config.name.clone(),
+        password_hash,
+        token_secret: config
+            .token_secret
+            .clone()
+            .unwrap_or_else(|| stored.token_secret.clone()),
         settings: config.settings.clone(),
     })
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sealbus");
 
-/// A `sealbus serve --demo` child, killed on drop.
+/// A `sealbus serve --demo --memory` child, killed on drop.
 struct Served {
     child: Child,
     url: String,
@@ -27,7 +27,7 @@ impl Drop for Served {
 
 fn serve() -> Served {
     let mut child = Command::new(BIN)
-        .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--demo", "--memory", "--listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
         .env_remove("SEALBUS_ADMIN_TOKEN")
         .stdout(Stdio::piped())

@@ -196,6 +196,9 @@ fn spawn_sealbus(
         .env_remove("SEALBUS_CONFIG")
         .env_remove("SEALBUS_ADMIN_TOKEN")
         .env_remove("SEALBUS_LISTEN")
+        .env_remove("SEALBUS_STORE")
+        .env_remove("SEALBUS_MEMORY")
+        .env_remove("SEALBUS_SYNC")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped());
     for (key, value) in envs {
@@ -227,7 +230,10 @@ fn bound_address(banner: &std::sync::mpsc::Receiver<String>) -> SocketAddr {
 
 #[tokio::test]
 async fn the_binary_serves_a_demo_session() {
-    let (_child, banner) = spawn_sealbus(&["serve", "--demo", "--listen", "127.0.0.1:0"], &[]);
+    let (_child, banner) = spawn_sealbus(
+        &["serve", "--demo", "--memory", "--listen", "127.0.0.1:0"],
+        &[],
+    );
     let addr = bound_address(&banner);
     let token = loop {
         let line = banner
@@ -264,15 +270,28 @@ async fn the_binary_reads_its_config_from_the_environment_and_mints_tokens() {
     )
     .unwrap();
     let config = path.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("state").join("env.db");
     let (_child, banner) = spawn_sealbus(
         &["serve"],
         &[
             ("SEALBUS_CONFIG", config),
             ("SEALBUS_LISTEN", "127.0.0.1:0"),
             ("SEALBUS_ADMIN_TOKEN", "env-token"),
+            ("SEALBUS_STORE", store.to_str().unwrap()),
+            ("SEALBUS_SYNC", "normal"),
         ],
     );
     let addr = bound_address(&banner);
+    // After the address: the WebSocket URL, the admin API, then the store.
+    let lines: Vec<String> = (0..3)
+        .map(|_| banner.recv_timeout(common::WAIT).unwrap())
+        .collect();
+    let absolute = store.canonicalize().unwrap();
+    assert_eq!(
+        lines[2].trim(),
+        format!("Store: SQLite {} (sync normal)", absolute.display())
+    );
     let (status, session) = http(addr, "GET", "/api/sessions/cfg", Some("env-token"), None).await;
     assert_eq!(status, 200);
     assert_eq!(session["settings"]["max_retries"], 9);
@@ -306,9 +325,84 @@ async fn the_binary_reads_its_config_from_the_environment_and_mints_tokens() {
     let _ = std::fs::remove_file(&path);
 }
 
+/// Sessions created through the admin API are in the store once the API answers: a server
+/// killed with SIGKILL and started again on the same file still has them, and a session the
+/// configuration names takes the configuration's settings but keeps its token secret.
+#[tokio::test]
+async fn the_binary_keeps_its_sessions_in_the_store_across_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("sealbus.db");
+    let config = dir.path().join("sealbus.toml");
+    std::fs::write(&config, "[[sessions]]\nname = \"cfg\"\nmax_retries = 1\n").unwrap();
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-token",
+        "t0ken",
+        "--store",
+        store.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    let (mut child, banner) = spawn_sealbus(&args, &[]);
+    let addr = bound_address(&banner);
+    let (status, _) = http(
+        addr,
+        "POST",
+        "/api/sessions",
+        Some("t0ken"),
+        Some(json!({"name": "kept", "password": "pw", "max_retries": 5})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let first_secret = stored_secret(&store, "cfg");
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+
+    std::fs::write(&config, "[[sessions]]\nname = \"cfg\"\nmax_retries = 2\n").unwrap();
+    let (_child, banner) = spawn_sealbus(&args, &[]);
+    let addr = bound_address(&banner);
+    let (status, kept) = http(addr, "GET", "/api/sessions/kept", Some("t0ken"), None).await;
+    assert_eq!(status, 200, "{kept}");
+    assert_eq!(kept["settings"]["max_retries"], 5);
+    let (_client, welcome) = Client::hello_raw(
+        addr,
+        json!({"type":"hello","v":1,"session":"kept","auth":{"password":"pw"}}),
+    )
+    .await;
+    assert_eq!(welcome["type"], "welcome");
+    let (status, cfg) = http(addr, "GET", "/api/sessions/cfg", Some("t0ken"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(cfg["settings"]["max_retries"], 2, "the configuration wins");
+    assert_eq!(
+        stored_secret(&store, "cfg"),
+        first_secret,
+        "the generated token secret is kept"
+    );
+}
+
+/// The stored token secret of `session`, read beside the running server (WAL lets another
+/// connection read while the server writes).
+fn stored_secret(store: &std::path::Path, session: &str) -> String {
+    let db = rusqlite::Connection::open(store).unwrap();
+    let record: String = db
+        .query_row(
+            "SELECT record FROM sessions WHERE name = ?1",
+            [session],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+    record["token_secret"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn the_binary_closes_clients_with_shutting_down_on_sigterm() {
-    let (child, banner) = spawn_sealbus(&["serve", "--demo", "--listen", "127.0.0.1:0"], &[]);
+    let (child, banner) = spawn_sealbus(
+        &["serve", "--demo", "--memory", "--listen", "127.0.0.1:0"],
+        &[],
+    );
     let addr = bound_address(&banner);
     let mut client = Client::join(addr, "demo", "demo", "bye").await;
     client.subscribe(1, "t").await;

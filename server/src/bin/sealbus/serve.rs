@@ -1,19 +1,25 @@
 //! `sealbus serve`: load the configuration, start the server, stop gracefully on Ctrl-C.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use sealbus_server::Server;
 use sealbus_server::config::{Config, SessionConfig};
+use sealbus_server::store::{MemoryStore, SqliteStore, Store, SyncMode};
 
 /// Options of `sealbus serve`.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Logs go to stderr: RUST_LOG sets the level (e.g. RUST_LOG=debug), \
+    after_help = "State (sessions, history, retained messages, persistent clients) lives in an \
+                  SQLite file, sealbus.db in the working directory unless --store or the \
+                  config's [store] says otherwise; --memory keeps nothing past the process.\n\n\
+                  Logs go to stderr: RUST_LOG sets the level (e.g. RUST_LOG=debug), \
                   SEALBUS_LOG_FORMAT=json writes JSON lines.\n\nExamples:\n  \
                   sealbus serve --demo\n  \
-                  sealbus serve --config sealbus.toml --listen 0.0.0.0:7070"
+                  sealbus serve --demo --memory\n  \
+                  sealbus serve --config sealbus.toml --listen 0.0.0.0:7070 --store /var/lib/sealbus/sealbus.db"
 )]
 pub(crate) struct ServeArgs {
     /// TOML configuration file (sessions, admin token, limits).
@@ -32,6 +38,27 @@ pub(crate) struct ServeArgs {
     /// (bindings/wasm after `cargo xtask wasm`).
     #[arg(long, env = "SEALBUS_CONSOLE")]
     console: Option<PathBuf>,
+    /// SQLite file of the server's state, created if missing (overrides the file's
+    /// `[store] path`; default `sealbus.db` in the working directory).
+    #[arg(long, env = "SEALBUS_STORE", value_name = "PATH")]
+    store: Option<PathBuf>,
+    /// Keep the state in memory instead of a file (takes precedence over --store): nothing
+    /// survives a restart.
+    #[arg(long, env = "SEALBUS_MEMORY")]
+    memory: bool,
+    /// When SQLite commits reach the disk: `full` syncs every commit (survives power loss),
+    /// `normal` survives a crash or kill of the process, not of the machine (default `full`).
+    #[arg(long, env = "SEALBUS_SYNC", value_name = "MODE")]
+    sync: Option<SyncArg>,
+}
+
+/// `--sync` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SyncArg {
+    /// fsync at every commit.
+    Full,
+    /// fsync at checkpoints only.
+    Normal,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -55,18 +82,40 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..SessionConfig::default()
         });
     }
+    if args.memory {
+        config.store.memory = true;
+    } else if let Some(path) = args.store {
+        config.store.memory = false;
+        config.store.path = path;
+    }
+    if let Some(sync) = args.sync {
+        config.store.sync = match sync {
+            SyncArg::Full => SyncMode::Full,
+            SyncArg::Normal => SyncMode::Normal,
+        };
+    }
     let listen = config
         .listen
         .clone()
         .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let (store, store_line) = open_store(&config)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
-        let server = Server::builder().config(config).build()?;
+        let server = Server::builder()
+            .config(config)
+            .store(store.clone())
+            .build()?;
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr()?;
-        print_banner(&server, addr, args.demo, args.console.is_some());
+        print_banner(
+            &server,
+            addr,
+            &store_line,
+            args.demo,
+            args.console.is_some(),
+        );
         tracing::info!(%addr, "listening");
         let stopper = server.clone();
         tokio::spawn(async move {
@@ -79,16 +128,50 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             app = app.merge(sealbus_server::console::routes(dir));
         }
         server.serve_router(listener, app).await?;
+        // Every confirmed write is committed already; this commits the rest before exit.
+        if let Err(err) = store.flush() {
+            tracing::error!(error = %err, "the store could not commit its last writes");
+        }
         Ok(())
     })
 }
 
+/// Opens the configured store; returns it and the banner line that names it.
+fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, String)> {
+    let options = &config.store;
+    if options.memory {
+        let line = "  Store: in memory (nothing survives a restart)\n".to_owned();
+        return Ok((Arc::new(MemoryStore::new()), line));
+    }
+    let store = SqliteStore::open(&options.path, options.sync)
+        .context("opening the store (--memory runs without one)")?;
+    let line = format!(
+        "  Store: SQLite {} (sync {})\n",
+        absolute(&options.path).display(),
+        options.sync
+    );
+    Ok((Arc::new(store), line))
+}
+
+/// `path` made absolute (symbolic links resolved when it exists).
+fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
+}
+
 /// Prints where to connect on stdout (the first line names the bound address, for scripts).
 /// A closed stdout must not stop the server, so write errors are ignored.
-fn print_banner(server: &Server, addr: std::net::SocketAddr, demo: bool, console: bool) {
+fn print_banner(
+    server: &Server,
+    addr: std::net::SocketAddr,
+    store: &str,
+    demo: bool,
+    console: bool,
+) {
     let mut text = format!(
         "sealbus listening on {addr}\n  WebSocket: ws://{addr}/ws (subprotocol sealbus.v1)\n  \
-         Admin API: http://{addr}/api (OpenAPI at /api/openapi.json)\n"
+         Admin API: http://{addr}/api (OpenAPI at /api/openapi.json)\n{store}"
     );
     if console {
         text.push_str(&format!("  Web console: http://{addr}/console/\n"));

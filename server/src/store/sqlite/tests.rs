@@ -579,3 +579,38 @@ fn a_server_gets_its_sessions_back_after_a_restart() {
         record.password_hash.as_deref().unwrap()
     ));
 }
+
+/// A configured session already in the store takes the configured password and settings; an
+/// unchanged password keeps its stored hash, and a generated token secret is kept.
+#[test]
+fn configured_sessions_take_effect_over_stored_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.db");
+    let configured = |password: &str, max_retries: u32| crate::config::SessionConfig {
+        name: "cfg".into(),
+        password: Some(password.into()),
+        settings: crate::config::SessionSettings {
+            max_retries,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let start = |config: crate::config::SessionConfig| {
+        let server = crate::Server::builder()
+            .store(Arc::new(open(&path)))
+            .session(config)
+            .build()
+            .unwrap();
+        server.broker().session("cfg").unwrap().record()
+    };
+    let first = start(configured("a", 1));
+    let same = start(configured("a", 1));
+    assert_eq!(same, first, "nothing changed, nothing rehashed");
+    let changed = start(configured("b", 2));
+    assert!(crate::auth::verify_password(
+        "b",
+        changed.password_hash.as_deref().unwrap()
+    ));
+    assert_eq!(changed.settings.max_retries, 2);
+    assert_eq!(changed.token_secret, first.token_secret);
+}
