@@ -23,8 +23,10 @@ USAGE:
 TASKS:
     serve [ARGS...]   Build and start the server with a demo session (session `demo`,
                       password `demo`); extra ARGS go to `sealbus serve`
-                      (e.g. `--listen 0.0.0.0:7070`). Serves the web console at
-                      /console/ once `cargo xtask wasm` has built the JS package.
+                      (e.g. `--listen 0.0.0.0:7070`). Keeps its state in
+                      target/sealbus-demo.db unless ARGS give --store, --memory or --config.
+                      Serves the web console at /console/ once `cargo xtask wasm` has
+                      built the JS package.
     ci                Run every check and test: rustfmt, clippy with -D warnings, the tests of
                       every crate, the wasm package's tests. Installs missing rustup
                       components first. With CI=true, builds use the committed Cargo.lock (--locked).

@@ -124,12 +124,32 @@ pub(crate) fn build_release_server() -> Result<PathBuf> {
     Ok(root().join("target").join("release").join("sealbus"))
 }
 
+/// The SQLite store of `cargo xtask serve`: under `target/`, out of the working tree.
+pub(crate) fn demo_store() -> PathBuf {
+    root().join("target").join("sealbus-demo.db")
+}
+
 /// `cargo xtask serve`: build and start the server with a demo session.
 pub(crate) fn serve(args: &[String]) -> Result<()> {
     let binary = build_release_server()?;
     println!("\n==> start the server with a demo session (Ctrl-C stops it)");
     let mut cmd = Command::new(&binary);
     cmd.arg("serve").arg("--demo");
+    // State goes to an SQLite file under target/ unless the arguments or the environment
+    // choose a store.
+    let chosen = args
+        .iter()
+        .any(|a| a == "--memory" || a == "--store" || a.starts_with("--store=") || a == "--config")
+        || std::env::var_os("SEALBUS_STORE").is_some()
+        || std::env::var_os("SEALBUS_MEMORY").is_some();
+    if !chosen {
+        let store = demo_store();
+        println!(
+            "    state is kept in {} (delete it to start afresh; --memory keeps nothing)",
+            store.display()
+        );
+        cmd.arg("--store").arg(store);
+    }
     // The web console needs the built JS package (`cargo xtask wasm`).
     let package = root().join("bindings").join("wasm");
     if package.join("dist").join("web").exists() && !args.iter().any(|a| a == "--console") {

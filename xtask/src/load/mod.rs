@@ -33,8 +33,9 @@ OPTIONS:
     -h, --help         show this text
 
 Without --url the tool builds and starts `target/release/sealbus serve --demo` on a free
-loopback port and stops it afterwards. Load generator and server share this machine's cores;
-the figures include that.
+loopback port, with a fresh SQLite store in target/sealbus-load.db (the default store, full
+sync), and stops it afterwards. Load generator and server share this machine's cores; the
+figures include that.
 ";
 
 struct Options {
@@ -95,8 +96,23 @@ impl Drop for ServerProcess {
 
 fn start_server() -> Result<(ServerProcess, Target)> {
     let binary = super::steps::build_release_server()?;
+    // The default store, started empty each run, under target/ (out of the working tree).
+    let store = super::steps::root().join("target").join("sealbus-load.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = store.clone().into_os_string();
+        file.push(suffix);
+        match std::fs::remove_file(&file) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                return Err(err).with_context(|| format!("removing {}", store.display()));
+            }
+            _ => {}
+        }
+    }
     let mut child = Command::new(&binary)
-        .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--store"])
+        .arg(&store)
+        .env_remove("SEALBUS_MEMORY")
+        .env_remove("SEALBUS_CONFIG")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

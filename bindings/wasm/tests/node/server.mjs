@@ -1,5 +1,6 @@
-// Starts a real `sealbus serve --demo` on 127.0.0.1 (port 0 unless given) for the tests, reads
-// the ws:// URL it prints, and stops it.
+// Starts a real `sealbus serve --demo --memory` on 127.0.0.1 (port 0 unless given) for the
+// tests, reads the ws:// URL it prints, and stops it. `--memory`: no store file in the working
+// tree, and every start begins from nothing.
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,7 +12,8 @@ export const peerBin = process.env.SEALBUS_E2E_PEER ?? path.join(repo, 'target/d
 
 /** A running server: `{ url, port, stop() }`; `extraArgs` go to `sealbus serve`. */
 export function startServer(port = 0, extraArgs = []) {
-  const child = spawn(serverBin, ['serve', '--demo', '--listen', `127.0.0.1:${port}`, ...extraArgs], {
+  const args = ['serve', '--demo', '--memory', '--listen', `127.0.0.1:${port}`, ...extraArgs];
+  const child = spawn(serverBin, args, {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
   });
