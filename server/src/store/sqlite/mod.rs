@@ -66,7 +66,12 @@ impl std::fmt::Display for SyncMode {
 
 /// A [`Store`] in an SQLite file, written by a group-committing thread.
 ///
-/// Dropping it lets the writer commit everything queued, then joins the thread.
+/// The file is created readable by its owner only (it holds password hashes and token
+/// secrets). The writer's queue is unbounded: `write` never waits, whatever the disk's speed.
+/// The methods that wait for a commit (`save_session`, `delete_session`, `flush`, and `load`
+/// and `sessions`, which flush first) only queue when called from an `on_commit` callback,
+/// which runs on the writer thread. Dropping the store lets the writer commit everything
+/// queued, then joins the thread.
 pub struct SqliteStore {
     path: PathBuf,
     sync: SyncMode,
@@ -106,6 +111,8 @@ impl SqliteStore {
                 StoreError::Database(format!("creating directory {}: {err}", parent.display()))
             })?;
         }
+        create_private(path)
+            .map_err(|err| StoreError::Database(format!("creating {}: {err}", path.display())))?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -242,6 +249,21 @@ impl Drop for SqliteStore {
         {
             tracing::error!("store: the writer thread panicked");
         }
+    }
+}
+
+/// Creates the database file, if missing, readable and writable by its owner only: it holds
+/// password hashes and token secrets. SQLite gives its `-wal` and `-shm` files the database
+/// file's permissions.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(err),
     }
 }
 

@@ -71,6 +71,23 @@ fn data_survives_drop_and_reopen_and_drop_drains_the_queue() {
     assert_eq!(data.history[41], message(MessageKey::Stream(42)));
 }
 
+#[cfg(unix)]
+#[test]
+fn the_files_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store = open(&path);
+    store.save_session(&record("s"));
+    for name in ["store.db", "store.db-wal", "store.db-shm"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{name} has mode {mode:o}");
+    }
+}
+
 #[test]
 fn on_commit_runs_once_a_fresh_connection_sees_the_data() {
     let dir = tempfile::tempdir().unwrap();
