@@ -382,6 +382,59 @@ async fn the_binary_keeps_its_sessions_in_the_store_across_a_kill() {
     );
 }
 
+/// What a QoS 1 `published` confirms is in the SQLite file: after a SIGKILL, the restarted
+/// binary gives a persistent client the copy it had not acknowledged, keeps the stream's epoch
+/// (history replays with `since`) and the retained message.
+#[tokio::test]
+async fn after_a_kill_the_binary_recovers_its_state_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("sealbus.db");
+    let args = [
+        "serve",
+        "--demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        store.to_str().unwrap(),
+    ];
+    let (mut child, banner) = spawn_sealbus(&args, &[]);
+    let addr = bound_address(&banner);
+    let (mut worker, _) = Client::join_persistent(addr, "demo", "demo", "worker").await;
+    let epoch = worker.subscribe(1, "jobs/#").await["position"]["epoch"].clone();
+    worker.close().await;
+    let mut publisher = Client::join(addr, "demo", "demo", "publisher").await;
+    for (id, topic, data, retain) in [(1, "jobs/a", "kept", false), (2, "state", "on", true)] {
+        publisher
+            .send(json!({"type":"publish","id":id,"topic":topic,"data":{"json":data},
+                         "qos":1,"retain":retain}))
+            .await;
+        assert_eq!(publisher.expect("published").await["id"], id);
+    }
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+
+    let (_child, banner) = spawn_sealbus(&args, &[]);
+    let addr = bound_address(&banner);
+    let (mut worker, welcome) = Client::join_persistent(addr, "demo", "demo", "worker").await;
+    assert_eq!(welcome["session_present"], true);
+    assert_eq!(welcome["epoch"], epoch, "the stream goes on");
+    let copy = worker.expect("message").await;
+    assert_eq!(copy["data"]["json"], "kept");
+    let mut reader = Client::join(addr, "demo", "demo", "reader").await;
+    reader.subscribe(1, "state").await;
+    let retained = reader.expect("message").await;
+    assert_eq!(
+        (retained["retained"].clone(), retained["data"]["json"].clone()),
+        (json!(true), json!("on"))
+    );
+    reader
+        .send(json!({"type":"subscribe","id":2,"filter":"jobs/#",
+                     "since":{"epoch":epoch,"offset":0}}))
+        .await;
+    assert_eq!(reader.expect("subscribed").await["recovery"], "recovered");
+    assert_eq!(reader.expect("message").await["data"]["json"], "kept");
+}
+
 /// The stored token secret of `session`, read beside the running server (WAL lets another
 /// connection read while the server writes).
 fn stored_secret(store: &std::path::Path, session: &str) -> String {
