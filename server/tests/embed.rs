@@ -405,8 +405,10 @@ async fn after_a_kill_the_binary_recovers_its_state_from_the_store() {
     let mut publisher = Client::join(addr, "demo", "demo", "publisher").await;
     for (id, topic, data, retain) in [(1, "jobs/a", "kept", false), (2, "state", "on", true)] {
         publisher
-            .send(json!({"type":"publish","id":id,"topic":topic,"data":{"json":data},
-                         "qos":1,"retain":retain}))
+            .send(
+                json!({"type":"publish","id":id,"topic":topic,"data":{"json":data},
+                         "qos":1,"retain":retain}),
+            )
             .await;
         assert_eq!(publisher.expect("published").await["id"], id);
     }
@@ -424,7 +426,10 @@ async fn after_a_kill_the_binary_recovers_its_state_from_the_store() {
     reader.subscribe(1, "state").await;
     let retained = reader.expect("message").await;
     assert_eq!(
-        (retained["retained"].clone(), retained["data"]["json"].clone()),
+        (
+            retained["retained"].clone(),
+            retained["data"]["json"].clone()
+        ),
         (json!(true), json!("on"))
     );
     reader
