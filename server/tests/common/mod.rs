@@ -170,6 +170,14 @@ impl Client {
         }
     }
 
+    /// Sends a frame; false once the connection is gone (instead of panicking).
+    pub async fn try_send(&mut self, frame: Value) -> bool {
+        self.ws
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .is_ok()
+    }
+
     /// The next text frame within `wait`: `Ok(None)` on timeout, `Err(())` once the connection
     /// ended (closed, reset or killed).
     pub async fn next_frame(&mut self, wait: Duration) -> Result<Option<Value>, ()> {
