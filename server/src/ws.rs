@@ -18,6 +18,7 @@ use sealbus::protocol::{
     ClientFrame, Codec, ErrorCode, ErrorFrame, Hello, PROTOCOL_VERSION, ProtocolError, SUBPROTOCOL,
     ServerFrame,
 };
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite;
 
 use crate::broker::{
@@ -28,10 +29,10 @@ use crate::metrics::SessionMetrics;
 use crate::server::Server;
 
 /// Read buffer per connection, allocated when the connection opens. Kept small because a server
-/// holds many mostly idle connections (it is a third of an idle connection's memory);
-/// tungstenite grows it as needed for large frames, and 4 KiB still takes a dozen typical frames
-/// per read system call.
-pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// holds many mostly idle connections (at 4 KiB it was a third of an idle connection's heap,
+/// docs/PERFORMANCE.md); tungstenite grows it as needed for large frames, and 2 KiB still takes
+/// about eight typical publish frames (128-byte payload) per read system call.
+pub const READ_BUFFER_BYTES: usize = 2 * 1024;
 
 /// Write buffer per connection: frames are flushed once this much is buffered (small for the
 /// same reason as [`READ_BUFFER_BYTES`]).
@@ -334,13 +335,23 @@ async fn read_loop(
     let kill = outbox.kill_switch().clone();
     let mut killed = kill.subscribe();
     let metrics = session.metrics().clone();
+    // Both waits are created once and polled again on every frame: re-creating a kill waiter and
+    // a keep-alive timer per frame was a tenth of the server's time under load. The timer is
+    // only re-armed when it fires before the keep-alive has really run out.
+    let kill_signal = killed.wait_for(|k| *k);
+    tokio::pin!(kill_signal);
+    let silence = tokio::time::sleep(keepalive);
+    tokio::pin!(silence);
+    let mut last_received = Instant::now();
     loop {
         let next = tokio::select! {
-            _ = killed.wait_for(|k| *k) => return,
-            next = tokio::time::timeout(keepalive, stream.next()) => next,
-        };
-        let message = match next {
-            Err(_) => {
+            _ = &mut kill_signal => return,
+            () = &mut silence => {
+                let due = last_received + keepalive;
+                if due > Instant::now() {
+                    silence.as_mut().reset(due);
+                    continue;
+                }
                 kill.kill(Kill {
                     code: ErrorCode::KeepaliveTimeout,
                     message: "nothing received within the keep-alive timeout".into(),
@@ -348,14 +359,18 @@ async fn read_loop(
                 });
                 return;
             }
-            Ok(None) => return,
-            Ok(Some(Err(err))) => {
+            next = stream.next() => next,
+        };
+        last_received = Instant::now();
+        let message = match next {
+            None => return,
+            Some(Err(err)) => {
                 if is_capacity_error(&err) {
                     kill.kill(frame_too_large());
                 }
                 return;
             }
-            Ok(Some(Ok(message))) => message,
+            Some(Ok(message)) => message,
         };
         match message {
             Message::Text(text) => {
@@ -422,6 +437,9 @@ async fn writer(
     metrics: Arc<SessionMetrics>,
 ) {
     let mut killed = kill.subscribe();
+    // One kill waiter for the task's life, polled again at each wait (see `read_loop`).
+    let kill_signal = killed.wait_for(|k| *k);
+    tokio::pin!(kill_signal);
     // Frames are buffered while more are queued and flushed when the queue runs dry: one write
     // system call per burst instead of one per frame.
     let mut unflushed = false;
@@ -429,14 +447,14 @@ async fn writer(
         if unflushed && rx.is_empty() {
             tokio::select! {
                 biased;
-                _ = killed.wait_for(|k| *k) => break 'frames,
+                _ = &mut kill_signal => break 'frames,
                 flushed = sink.flush() => if flushed.is_err() { return },
             }
             unflushed = false;
         }
         let item = tokio::select! {
             biased;
-            _ = killed.wait_for(|k| *k) => break 'frames,
+            _ = &mut kill_signal => break 'frames,
             item = rx.recv() => item,
         };
         let Some(item) = item else {
@@ -455,7 +473,7 @@ async fn writer(
             let message = Message::Text(text.clone());
             tokio::select! {
                 biased;
-                _ = killed.wait_for(|k| *k) => break 'frames,
+                _ = &mut kill_signal => break 'frames,
                 sent = sink.feed(message) => if sent.is_err() { return },
             }
             unflushed = true;

@@ -10,6 +10,12 @@ mod token;
 
 use clap::{Parser, Subcommand};
 
+/// The broker allocates and frees many small buffers per message (frames, queue entries); under
+/// load glibc's malloc took a quarter of the server's CPU time, mimalloc a fraction of that
+/// (docs/PERFORMANCE.md). Only the binary sets it: an app embedding the library keeps its own.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Sealbus: real-time pub/sub over WebSocket with virtual brokers (sessions).
 #[derive(Parser)]
 #[command(name = "sealbus", version, about, long_about = None)]
