@@ -42,7 +42,9 @@ pub use handles::{
 pub use options::ClientOptions;
 
 use crate::Error;
-use crate::engine::{ConnectionState, Data, DeliveryToken, Message, OpId, PublishOptions};
+use crate::engine::{
+    ConnectionState, Data, DeliveryReport, DeliveryToken, Message, OpId, PublishOptions,
+};
 use options::millis;
 
 /// A message handler: called once per message; `Ok` acknowledges it, `Err` (or a panic) sends
@@ -104,6 +106,10 @@ pub(crate) enum Command {
     },
     CancelAck {
         op: OpId,
+    },
+    DeliveryStatus {
+        mid: String,
+        reply: oneshot::Sender<Result<DeliveryReport, Error>>,
     },
     CompleteDelivery {
         token: DeliveryToken,
@@ -354,6 +360,38 @@ impl Client {
     ) -> Result<AckHandle, Error> {
         self.publish_ack(Target::Topic(topic.to_owned()), data, options, timeout)
             .await
+    }
+
+    /// The per-subscriber state (pending, delivered, acknowledged, dead) of a QoS 1 message this
+    /// client published, while the server holds it; `mid` is the
+    /// [`PublishResult::mid`] of the publish.
+    ///
+    /// Errors: [`Error::Server`] with `unknown_message_id` for a message the server does not
+    /// hold (or that another client published), [`Error::Disconnected`] while not connected,
+    /// [`Error::Timeout`].
+    ///
+    /// ```no_run
+    /// # use sealbus::client::Client;
+    /// # use sealbus::engine::{Data, PublishOptions};
+    /// # use sealbus::protocol::Qos;
+    /// # async fn demo(client: Client) -> Result<(), sealbus::Error> {
+    /// let options = PublishOptions { qos: Qos::AtLeastOnce, ..PublishOptions::default() };
+    /// let published = client.publish("orders/new", Data::Json(42.into()), options).await?;
+    /// if let Some(mid) = published.mid {
+    ///     for copy in client.delivery_status(&mid).await?.copies {
+    ///         println!("{}: {:?} after {} attempts", copy.client, copy.state, copy.attempts);
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn delivery_status(&self, mid: &str) -> Result<DeliveryReport, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::DeliveryStatus {
+            mid: mid.to_owned(),
+            reply,
+        })?;
+        answer.await.map_err(|_| Error::Closed)?
     }
 
     /// [`Client::publish_to_id`] collecting the recipient's response.

@@ -11,7 +11,7 @@ use common::{WAIT, session, start};
 use sealbus::client::{Client, ClientEvent, ClientOptions, handler};
 use sealbus::crypto::{Key, Keyring};
 use sealbus::engine::{AckFinish, ConnectionState, Data, Message, PublishOptions, ReconnectPolicy};
-use sealbus::protocol::{ErrorCode, Payload, Qos};
+use sealbus::protocol::{CopyState, ErrorCode, Payload, Qos};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -347,6 +347,56 @@ async fn publish_to_id_reaches_one_client_and_unknown_ids_fail() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::NoSuchClient);
+}
+
+#[tokio::test]
+async fn delivery_status_reports_each_subscribers_copy_to_the_publisher_only() {
+    let server = start(vec![session("s1", "pw-s1")]).await;
+    let sub = connect(server.addr, "s1", "acker").await;
+    let publisher = connect(server.addr, "s1", "pub").await;
+    let other = connect(server.addr, "s1", "other").await;
+    let mut rx = collect(&sub, "orders/#").await;
+
+    let published = publisher
+        .publish("orders/new", Data::Json(json!(7)), qos1())
+        .await
+        .unwrap();
+    let mid = published.mid.expect("a QoS 1 publish has a message id");
+    next(&mut rx).await;
+    // The handler returned, so the client acknowledges; the server settles the copy.
+    let report = timeout(WAIT, async {
+        loop {
+            let report = publisher.delivery_status(&mid).await.unwrap();
+            if report
+                .copies
+                .iter()
+                .all(|c| c.state == CopyState::Acknowledged)
+            {
+                return report;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the copy was never acknowledged");
+    assert_eq!(report.mid, mid);
+    assert_eq!(report.topic, "orders/new");
+    assert_eq!(report.copies.len(), 1, "{report:?}");
+    assert_eq!(report.copies[0].client, "acker");
+    assert_eq!(report.copies[0].attempts, 1);
+
+    for (client, asked) in [(&other, mid.as_str()), (&publisher, "never-published")] {
+        match client.delivery_status(asked).await {
+            Err(sealbus::Error::Server { code, .. }) => {
+                assert_eq!(code, ErrorCode::UnknownMessageId)
+            }
+            other => panic!("expected unknown_message_id for {asked}, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        publisher.delivery_status("").await,
+        Err(sealbus::Error::Protocol(_))
+    ));
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use sealbus::crypto::{Key, Keyring};
 use sealbus::engine::{
     AckFinish, AckReply, AckSnapshot, ConnectionState, Data, EngineConfig, Event, Message, Outcome,
 };
-use sealbus::protocol::{Auth, ErrorCode};
+use sealbus::protocol::{Auth, CopyState, ErrorCode};
 use wasm_bindgen::{JsCast as _, JsValue};
 
 /// A plain object built from `(key, value)` pairs.
@@ -210,6 +210,30 @@ fn outcome_to_js(outcome: &Outcome) -> JsValue {
             ("duplicate", JsValue::from_bool(*duplicate)),
             ("queued", JsValue::from_bool(*queued)),
         ]),
+        Outcome::Delivery(report) => {
+            let copies: Array = report
+                .copies
+                .iter()
+                .map(|copy| {
+                    let state = match copy.state {
+                        CopyState::Pending => "pending",
+                        CopyState::Delivered => "delivered",
+                        CopyState::Acknowledged => "acknowledged",
+                        CopyState::Dead => "dead",
+                    };
+                    object(&[
+                        ("client", JsValue::from_str(&copy.client)),
+                        ("state", JsValue::from_str(state)),
+                        ("attempts", JsValue::from_f64(f64::from(copy.attempts))),
+                    ])
+                })
+                .collect();
+            object(&[
+                ("mid", JsValue::from_str(&report.mid)),
+                ("topic", JsValue::from_str(&report.topic)),
+                ("copies", copies.into()),
+            ])
+        }
     }
 }
 

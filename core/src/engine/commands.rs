@@ -2,8 +2,8 @@
 
 use crate::Error;
 use crate::protocol::{
-    AckCancel, AckRequest, ClientFrame, Codec, MAX_ACK_TIMEOUT_MS, Payload, Publish, Qos, Send,
-    Subscribe, Unsubscribe, validate_client_id,
+    AckCancel, AckRequest, ClientFrame, Codec, DeliveryStatus, MAX_ACK_TIMEOUT_MS, Payload,
+    Publish, Qos, Send, Subscribe, Unsubscribe, validate_client_id, validate_message_id,
 };
 use crate::topic::{validate_filter, validate_topic};
 
@@ -226,6 +226,32 @@ impl Engine {
         {
             self.send(ClientFrame::Ack(ack), now);
         }
+    }
+
+    /// Asks the server for the per-subscriber state of the QoS 1 message `mid` (pending,
+    /// delivered, acknowledged, dead) while the server holds it; a client may ask about the
+    /// messages it published. Completes with [`Outcome::Delivery`].
+    ///
+    /// Errors: an invalid message id ([`Error::Protocol`]); not connected
+    /// ([`Error::Disconnected`]: the question is about the present, so it is not buffered);
+    /// later, as the completion: the server's `unknown_message_id` ([`Error::Server`]) for a
+    /// message it does not hold or that this client did not publish, [`Error::Timeout`].
+    pub fn delivery_status(&mut self, mid: &str, now: Millis) -> Result<OpId, Error> {
+        self.ensure_open()?;
+        validate_message_id(mid)?;
+        if self.conn != Conn::Connected {
+            return Err(Error::Disconnected("not connected".into()));
+        }
+        let op = self.next_op();
+        let id = self.start_request(Request::DeliveryStatus { op }, now);
+        self.send(
+            ClientFrame::DeliveryStatus(DeliveryStatus {
+                id,
+                mid: mid.to_owned(),
+            }),
+            now,
+        );
+        Ok(op)
     }
 
     fn ensure_open(&self) -> Result<(), Error> {

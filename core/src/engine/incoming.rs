@@ -2,14 +2,16 @@
 
 use crate::Error;
 use crate::protocol::{
-    AckCancel, AckDone, AckExpect, AckResponse, ClientFrame, Codec, Direct, ErrorCode, ErrorFrame,
-    Message as WireMessage, Payload, Published, Qos, Recovery, ServerFrame, Subscribed,
-    Unsubscribed, Welcome,
+    AckCancel, AckDone, AckExpect, AckResponse, ClientFrame, Codec, DeliveryState, Direct,
+    ErrorCode, ErrorFrame, Message as WireMessage, Payload, Published, Qos, Recovery, ServerFrame,
+    Subscribed, Unsubscribed, Welcome,
 };
 
 use super::acks::{error_ack, ok_ack};
 use super::payload::from_payload;
-use super::types::{AckFinish, AckReply, ConnectionState, Event, Message, Millis, Outcome};
+use super::types::{
+    AckFinish, AckReply, ConnectionState, DeliveryReport, Event, Message, Millis, Outcome,
+};
 use super::{Conn, Engine, Request};
 
 /// The parts of a `message` or `direct` frame the delivery path needs.
@@ -72,7 +74,8 @@ impl Engine {
             ServerFrame::AckExpect(frame) => self.on_ack_expect(frame, now),
             ServerFrame::AckResponse(frame) => self.on_ack_response(frame),
             ServerFrame::AckDone(frame) => self.on_ack_done(frame),
-            ServerFrame::AckState(_) | ServerFrame::DeliveryState(_) | ServerFrame::Pong(_) => {}
+            ServerFrame::DeliveryState(frame) => self.on_delivery_state(frame),
+            ServerFrame::AckState(_) | ServerFrame::Pong(_) => {}
             ServerFrame::DeadLetter(frame) => self.events.push_back(Event::DeadLetter {
                 mid: frame.mid,
                 topic: frame.topic,
@@ -170,6 +173,17 @@ impl Engine {
             queued: frame.queued,
         };
         self.complete(op, Ok(outcome));
+    }
+
+    fn on_delivery_state(&mut self, frame: DeliveryState) {
+        if let Some(Request::DeliveryStatus { op }) = self.take_request(frame.id) {
+            let report = DeliveryReport {
+                mid: frame.mid,
+                topic: frame.topic,
+                copies: frame.copies,
+            };
+            self.complete(op, Ok(Outcome::Delivery(report)));
+        }
     }
 
     fn on_ack_expect(&mut self, frame: AckExpect, now: Millis) {
@@ -384,6 +398,7 @@ impl Engine {
                     self.complete(op, Err(error));
                 }
             }
+            Request::DeliveryStatus { op } => self.complete(op, Err(error)),
             Request::Publish { op } => {
                 let with_ack = self.outgoing.remove(&op).is_some_and(|o| o.with_ack);
                 if with_ack {

@@ -49,8 +49,8 @@ pub use commands::PublishOptions;
 pub use payload::{KIND_BYTES, KIND_JSON};
 pub use reconnect::ReconnectPolicy;
 pub use types::{
-    AckFinish, AckReply, AckSnapshot, ConnAction, ConnectionState, Data, DeliveryToken, Disconnect,
-    Event, Message, Millis, OpId, Outcome,
+    AckFinish, AckReply, AckSnapshot, ConnAction, ConnectionState, Data, DeliveryReport,
+    DeliveryToken, Disconnect, Event, Message, Millis, OpId, Outcome,
 };
 
 use acks::{Collections, Deliveries};
@@ -145,6 +145,7 @@ enum Request {
     Subscribe { filter: String },
     Unsubscribe { op: Option<OpId> },
     Publish { op: OpId },
+    DeliveryStatus { op: OpId },
 }
 
 /// A publish that waits for an answer (QoS 1 or publish_with_ack) or for a connection.
@@ -500,14 +501,25 @@ impl Engine {
             Conn::Backoff { .. } | Conn::Closed => return,
         };
         tracing::debug!(%error, attempt, "connection lost");
+        // Frames not yet taken by the driver were meant for the dead connection (a stale `ack`,
+        // a request whose answer can no longer come); none may precede the next `hello`.
+        // QoS 1 publishes stay in `outgoing` and are sent again after the reconnect.
+        self.transmits.clear();
         self.ping_deadline = None;
         self.deliveries.clear();
         for (_, (request, _)) in std::mem::take(&mut self.requests) {
             // Subscriptions are resent after the reconnect and QoS 1 publishes stay in
             // `outgoing`; an unsubscribe is done: the server drops a non-persistent client's
             // subscriptions with its connection.
-            if let Request::Unsubscribe { op: Some(op) } = request {
-                self.complete(op, Ok(Outcome::Unsubscribed));
+            match request {
+                Request::Unsubscribe { op: Some(op) } => {
+                    self.complete(op, Ok(Outcome::Unsubscribed));
+                }
+                // A question about the present: asked again by the application if it wants.
+                Request::DeliveryStatus { op } => {
+                    self.complete(op, Err(Error::Disconnected(error.to_string())));
+                }
+                _ => {}
             }
         }
         // Publishes sent on this connection: QoS 1 ones are resent (same mid) after the

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::Error;
-use crate::protocol::{AckOutcome, ErrorCode, Qos};
+use crate::protocol::{AckOutcome, CopyStatus, ErrorCode, Qos};
 
 /// A point on a monotonic clock, in milliseconds, chosen by the driver (any origin).
 ///
@@ -176,6 +176,20 @@ pub enum Outcome {
         /// A direct message was queued for a persistent client that is away.
         queued: bool,
     },
+    /// The answer to [`Engine::delivery_status`](super::Engine::delivery_status).
+    Delivery(DeliveryReport),
+}
+
+/// The per-subscriber state of a QoS 1 message, as the server holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// Message id.
+    pub mid: String,
+    /// The message's topic (`@client` for a direct message).
+    pub topic: String,
+    /// One entry per subscriber the message was routed to: its state and how many times it was
+    /// written to that subscriber.
+    pub copies: Vec<CopyStatus>,
 }
 
 /// One subscriber's response to a publish_with_ack.

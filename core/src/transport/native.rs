@@ -23,8 +23,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::Error;
 use crate::client::{AckHandle, ClientEvent, ClientOptions, Command, PublishResult, Sink, Target};
 use crate::engine::{
-    AckFinish, AckSnapshot, ConnAction, ConnectionState, Disconnect, Engine, Event, Millis, OpId,
-    Outcome,
+    AckFinish, AckSnapshot, ConnAction, ConnectionState, DeliveryReport, Disconnect, Engine, Event,
+    Millis, OpId, Outcome,
 };
 use crate::protocol::SUBPROTOCOL;
 
@@ -51,6 +51,7 @@ enum Waiter {
     Subscribe(oneshot::Sender<Result<OpId, Error>>),
     Unsubscribe(oneshot::Sender<Result<(), Error>>),
     Publish(oneshot::Sender<Result<PublishResult, Error>>),
+    Delivery(oneshot::Sender<Result<DeliveryReport, Error>>),
 }
 
 /// A publish_with_ack the driver tracks.
@@ -266,6 +267,16 @@ impl Driver {
                 let op = self.engine.unsubscribe(handler, now);
                 self.waiters.insert(op, Waiter::Unsubscribe(reply));
             }
+            Command::DeliveryStatus { mid, reply } => {
+                match self.engine.delivery_status(&mid, now) {
+                    Ok(op) => {
+                        self.waiters.insert(op, Waiter::Delivery(reply));
+                    }
+                    Err(err) => {
+                        let _ = reply.send(Err(err));
+                    }
+                }
+            }
             Command::UnsubscribeFilter { filter, reply } => {
                 for handler in self.engine.handlers(&filter) {
                     self.sinks.remove(&handler);
@@ -401,6 +412,15 @@ impl Driver {
             }
             Waiter::Unsubscribe(reply) => {
                 let _ = reply.send(result.map(|_| ()));
+            }
+            Waiter::Delivery(reply) => {
+                let report = result.and_then(|outcome| match outcome {
+                    Outcome::Delivery(report) => Ok(report),
+                    other => Err(Error::Transport(format!(
+                        "unexpected answer to delivery_status: {other:?}"
+                    ))),
+                });
+                let _ = reply.send(report);
             }
             Waiter::Publish(reply) => {
                 let published = result.map(|outcome| match outcome {

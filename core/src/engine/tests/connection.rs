@@ -292,3 +292,30 @@ fn debug_output_hides_credentials() {
         );
     }
 }
+
+#[test]
+fn frames_the_driver_had_not_taken_are_not_sent_on_the_next_connection() {
+    let mut h = Harness::connected(config());
+    h.engine
+        .publish("a", Data::Bytes(vec![1]), PublishOptions::default(), h.now)
+        .unwrap();
+    let qos1_op = h
+        .engine
+        .publish("a", Data::Bytes(vec![2]), qos1(), h.now)
+        .unwrap();
+    // The transport dies before the driver took these frames.
+    h.drop_transport();
+    let until = h.engine.poll_timeout().unwrap();
+    h.advance_to(until);
+    // `connect` checks that `hello` is the first frame of the new connection.
+    h.connect("e1");
+    let sent = h.sent();
+    assert_eq!(
+        sent.len(),
+        1,
+        "only the QoS 1 publish is sent again: {sent:?}"
+    );
+    assert_eq!(sent[0]["type"], "publish");
+    assert_eq!(sent[0]["qos"], 1);
+    assert!(completion(&h.events(), qos1_op).is_none());
+}

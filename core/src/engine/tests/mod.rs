@@ -5,6 +5,7 @@ mod connection;
 mod delivery;
 mod props;
 mod publish;
+mod status;
 mod subscribe;
 
 use serde_json::{Value, json};
