@@ -26,8 +26,14 @@ impl Drop for Served {
 }
 
 fn serve() -> Served {
+    serve_with(&["--memory"])
+}
+
+/// `sealbus serve --demo` with `store_args` (`--memory`, or `--store PATH`).
+fn serve_with(store_args: &[&str]) -> Served {
     let mut child = Command::new(BIN)
-        .args(["serve", "--demo", "--memory", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+        .args(store_args)
         .env("RUST_LOG", "warn")
         .env_remove("SEALBUS_ADMIN_TOKEN")
         .stdout(Stdio::piped())
@@ -201,6 +207,34 @@ fn keygen_pub_sub_with_encryption_and_acks_end_to_end() {
     );
     finish(good);
     finish(bad);
+}
+
+#[test]
+fn a_second_server_on_the_same_store_file_is_refused_in_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("one.db");
+    let store = path.to_str().unwrap();
+    let _first = serve_with(&["--store", store]);
+    let second = Command::new(BIN)
+        .args([
+            "serve",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            store,
+        ])
+        .env("RUST_LOG", "warn")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("sealbus: error: ") && err.contains("is in use by another sealbus server"),
+        "{err}"
+    );
+    assert!(!err.to_lowercase().contains("backtrace"), "{err}");
 }
 
 #[test]

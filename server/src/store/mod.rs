@@ -224,6 +224,10 @@ pub enum StoreError {
     /// The store's writer has stopped (an earlier error, or shutdown).
     #[error("store: the writer has stopped")]
     Stopped,
+    /// Another server (or another store in this process) has the file open: two brokers on one
+    /// file would each believe they own its messages.
+    #[error("store: {0} is in use by another sealbus server (it holds the lock file {0}.lock)")]
+    Locked(String),
 }
 
 /// Called once a batch is durable (`Ok`) or could not be written (`Err`).

@@ -8,6 +8,8 @@ mod serve;
 mod session_cmd;
 mod token;
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 /// The broker allocates and frees many small buffers per message (frames, queue entries); under
@@ -40,7 +42,9 @@ enum Command {
     Token(token::TokenArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors are printed as one line with their causes (`sealbus: error: ...: ...`), without a
+/// backtrace even when `RUST_BACKTRACE` is set: they are the user's to read, not a crash.
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
@@ -54,12 +58,19 @@ fn main() -> anyhow::Result<()> {
     } else {
         logs.init();
     }
-    match cli.command {
+    let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Pub(args) => pubsub::run_pub(args),
         Command::Sub(args) => pubsub::run_sub(args),
         Command::Keygen(args) => pubsub::run_keygen(args),
         Command::Session(args) => session_cmd::run(args),
         Command::Token(args) => token::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("sealbus: error: {err:#}");
+            ExitCode::FAILURE
+        }
     }
 }

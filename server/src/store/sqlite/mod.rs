@@ -19,6 +19,7 @@ mod load;
 mod schema;
 mod writer;
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Mutex, MutexGuard};
@@ -81,6 +82,9 @@ pub struct SqliteStore {
     writer_id: ThreadId,
     /// The connection that reads (`load`, `sessions`).
     reader: Mutex<Connection>,
+    /// The lock file `<path>.lock`, locked while the store is open (dropped last, after the
+    /// writer has committed everything).
+    _lock: File,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -111,6 +115,7 @@ impl SqliteStore {
                 StoreError::Database(format!("creating directory {}: {err}", parent.display()))
             })?;
         }
+        let lock = lock_exclusively(path)?;
         create_private(path)
             .map_err(|err| StoreError::Database(format!("creating {}: {err}", path.display())))?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -141,6 +146,7 @@ impl SqliteStore {
             writer_id: handle.thread().id(),
             writer: Some(handle),
             reader: Mutex::new(reader),
+            _lock: lock,
         })
     }
 
@@ -252,6 +258,33 @@ impl Drop for SqliteStore {
     }
 }
 
+/// Creates `<path>.lock` (owner-only) and takes an exclusive lock on it, held for the store's
+/// life: one server per store file. The kernel releases it when the process dies, so a server
+/// killed with SIGKILL does not block its restart. A separate file, because SQLite's own
+/// locks on the database file are released when any descriptor of that file is closed.
+fn lock_exclusively(path: &Path) -> Result<File, StoreError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options
+        .open(&lock_path)
+        .map_err(|err| StoreError::Database(format!("creating {}: {err}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(StoreError::Locked(path.display().to_string()))
+        }
+        Err(std::fs::TryLockError::Error(err)) => Err(StoreError::Database(format!(
+            "locking {}: {err}",
+            lock_path.display()
+        ))),
+    }
+}
+
 /// Creates the database file, if missing, readable and writable by its owner only: it holds
 /// password hashes and token secrets. SQLite gives its `-wal` and `-shm` files the database
 /// file's permissions.
@@ -277,6 +310,7 @@ fn owned(err: &StoreError) -> StoreError {
     match err {
         StoreError::Database(message) => StoreError::Database(message.clone()),
         StoreError::Stopped => StoreError::Stopped,
+        StoreError::Locked(path) => StoreError::Locked(path.clone()),
     }
 }
 

@@ -179,6 +179,26 @@ fn callbacks_run_in_write_order_across_concurrent_writers() {
 }
 
 #[test]
+fn a_store_file_is_used_by_one_server_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("one.db");
+    let first = open(&path);
+    match SqliteStore::open(&path, SyncMode::Full) {
+        Err(StoreError::Locked(locked)) => {
+            assert_eq!(locked, path.display().to_string());
+            let text = StoreError::Locked(locked).to_string();
+            assert!(text.contains("in use by another sealbus server"), "{text}");
+        }
+        Ok(_) => panic!("a second store opened {}", path.display()),
+        Err(other) => panic!("unexpected error {other}"),
+    }
+    first.write("s", vec![stream(1)], None);
+    drop(first);
+    let again = open(&path);
+    assert_eq!(again.load("s").unwrap().history.len(), 1, "nothing lost");
+}
+
+#[test]
 fn open_refuses_what_is_not_a_sealbus_store() {
     let dir = tempfile::tempdir().unwrap();
     let message = |path: &std::path::Path| match SqliteStore::open(path, SyncMode::Full) {
