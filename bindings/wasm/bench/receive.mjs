@@ -12,10 +12,11 @@
 // A worker thread publishes precomputed frames on its own connection (bench/publisher.mjs),
 // keeping at most WINDOW messages unreceived, so the subscriber is never idle and the server's
 // outbound queue never overflows. The figure is the subscriber's rate over the measured seconds
-// after a warm-up; "publisher waited" is the share of that time the publisher had a full window
-// (near 100%: the publisher is not the limit) and, in Node, "subscriber thread busy" the event
-// loop utilization of the subscriber's thread (near 100%: the subscriber is the limit, not the
-// server).
+// after a warm-up. Also printed: "backlog", the average number of messages sent and not yet
+// received (near the window: the subscriber always had work waiting, so it, or the host's
+// WebSocket path to it, is the limit); "publisher waited", the share of the time the publisher
+// slept on a full window (approximate); in Node, "subscriber thread busy", the event loop
+// utilization of the subscriber's thread (near 100%: the subscriber's thread is the limit).
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -204,7 +205,12 @@ async function measure(host, url, { raw, e2e }) {
   await sleep(warmupSeconds * 1000);
   const [t0, c0, elu0] = await host.read();
   const waited0 = Atomics.load(state, 3);
+  // Messages sent and not yet received, every 10 ms: thousands means the subscriber always had
+  // work waiting.
+  const backlog = [];
+  const sampler = setInterval(() => backlog.push(Atomics.load(state, 2) - Atomics.load(state, 0)), 10);
   await sleep(seconds * 1000);
+  clearInterval(sampler);
   const [t1, c1, elu1] = await host.read();
   const waited1 = Atomics.load(state, 3);
   Atomics.store(state, 1, 1);
@@ -219,6 +225,7 @@ async function measure(host, url, { raw, e2e }) {
     seconds: elapsed,
     perSecond: (c1 - c0) / elapsed,
     publisherWaited: (waited1 - waited0) / 1000 / elapsed,
+    backlog: backlog.length ? backlog.reduce((a, b) => a + b, 0) / backlog.length : 0,
     // Node only: the share of the time the subscriber's thread was busy (1: it is the limit).
     busy: elu0 ? performance.eventLoopUtilization(elu1, elu0).utilization : null,
     sent,
@@ -242,7 +249,7 @@ try {
         const rate = Math.round(r.perSecond).toLocaleString('en-US');
         console.log(
           `${r.host.padEnd(24)} ${mode.label.padEnd(22)} ${rate.padStart(9)} messages/s  ` +
-            `(${r.received} in ${r.seconds.toFixed(2)} s; publisher waited ${(r.publisherWaited * 100).toFixed(0)}% of the time` +
+            `(${r.received} in ${r.seconds.toFixed(2)} s; backlog ${Math.round(r.backlog)}; publisher waited ${(r.publisherWaited * 100).toFixed(0)}% of the time` +
             `${r.busy === null ? '' : `; subscriber thread busy ${(r.busy * 100).toFixed(0)}%`})`,
         );
       }
