@@ -2,7 +2,8 @@
 //!
 //! * `cargo xtask serve` starts the server with a demo session (the README's first command);
 //! * `cargo xtask ci` runs every check and test (the README's second command, and `.ci/run`);
-//! * `cargo xtask bench` runs the benchmarks and prints their figures;
+//! * `cargo xtask bench` runs the benchmarks and prints their figures (`bench js`: the JS SDK's
+//!   receive rate in Node and Chromium);
 //! * `cargo xtask wasm` builds the JS/TypeScript package and runs its Node and browser tests;
 //! * `cargo xtask load` measures a running server (fan-out, acks, memory per connection).
 //!
@@ -31,6 +32,11 @@ TASKS:
                       every crate, the wasm package's tests. Installs missing rustup
                       components first. With CI=true, builds use the committed Cargo.lock (--locked).
     bench [FILTER]    Run the criterion benchmarks (short measurement) and print their figures.
+    bench js [OPTIONS]
+                      Build the JS package and a release server, then measure messages/s
+                      received (and opened, with E2E) by the JS SDK in Node and in headless
+                      Chromium (bindings/wasm/bench/receive.mjs; OPTIONS: --seconds N,
+                      --hosts node,chromium).
     load [OPTIONS]    Start a release server and measure it: fan-out, acks, idle memory
                       (`cargo xtask load --help`).
     wasm              Build the npm package `sealbus` (bindings/wasm) with the pinned
@@ -54,7 +60,10 @@ fn run() -> Result<()> {
     match task.as_str() {
         "ci" => steps::ci(),
         "serve" => steps::serve(&rest),
-        "bench" => steps::bench(&rest),
+        "bench" => match rest.split_first() {
+            Some((first, args)) if first == "js" => wasm::bench(args),
+            _ => steps::bench(&rest),
+        },
         "load" => load::run(&rest),
         "wasm" => wasm::ci(),
         "help" | "--help" | "-h" => {

@@ -6,14 +6,15 @@
 //! * [`build`] compiles the crate for wasm32 and runs `wasm-bindgen --target web` and
 //!   `--target nodejs` into `bindings/wasm/dist/` (gitignored);
 //! * [`test()`] runs the Node tests against a real `sealbus serve`, then the headless Chromium
-//!   test, and fails unless tests really ran.
+//!   test, and fails unless tests really ran;
+//! * [`bench`] measures the SDK's receive rate in Node and Chromium against a release server.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use crate::steps::{cargo, describe, locked, root, run};
+use crate::steps::{build_release_server, cargo, describe, locked, root, run};
 
 const TARGET: &str = "wasm32-unknown-unknown";
 
@@ -269,5 +270,24 @@ pub(crate) fn test() -> Result<()> {
     node_test(
         "JS tests in headless Chromium (playwright-core)",
         &mut browser,
+    )
+}
+
+/// `cargo xtask bench js [OPTIONS]`: builds the package and a release server, then runs
+/// `bench/receive.mjs` (messages/s received by the SDK in Node and headless Chromium, with and
+/// without E2E); `args` go to the script (`--seconds N`, `--hosts node,chromium`).
+pub(crate) fn bench(args: &[String]) -> Result<()> {
+    ensure_toolchain()?;
+    build()?;
+    let server = build_release_server()?;
+    let dir = package_dir();
+    run(
+        "JS SDK receive benchmark (figures print as they finish)",
+        Command::new("node")
+            .args(node_flags())
+            .arg(dir.join("bench").join("receive.mjs"))
+            .args(args)
+            .env("SEALBUS_BIN", server)
+            .current_dir(&dir),
     )
 }

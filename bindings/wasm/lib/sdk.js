@@ -100,35 +100,65 @@ export class Subscription {
     this.filter = filter;
     this._handler = handler;
     this._op = null;
-    this._chain = Promise.resolve();
+    this._tail = null;
     this._queue = [];
     this._readers = [];
     this._ended = false;
   }
 
   _deliver(message, token) {
-    const driver = this._client._driver;
     if (!this._handler) {
       if (this._readers.length) this._readers.shift()({ value: message, done: false });
       else this._queue.push(message);
-      if (token !== null) driver.completeDelivery(token, undefined);
+      if (token !== null) this._client._driver.completeDelivery(token, undefined);
       return;
     }
-    this._chain = this._chain.then(async () => {
-      let error;
-      try {
-        await this._handler(message, this);
-      } catch (err) {
-        error = err instanceof Error ? err.message : String(err);
-      }
-      if (token !== null) {
-        try {
-          driver.completeDelivery(token, error);
-        } catch {
-          // The client is gone; nothing to acknowledge.
-        }
-      }
+    // One message at a time, in arrival order: a handler runs when the previous one's promise
+    // settled. With nothing pending it runs now (no promise for a synchronous handler).
+    if (this._tail === null) {
+      const pending = this._run(message, token);
+      if (pending) this._wait(pending);
+    } else {
+      this._wait(this._tail.then(() => this._run(message, token)));
+    }
+  }
+
+  /** Remembers `pending` as the last handler run that has not finished. */
+  _wait(pending) {
+    const tail = pending.then(() => {
+      if (this._tail === tail) this._tail = null;
     });
+    this._tail = tail;
+  }
+
+  /** Runs the handler on `message`; returns a promise when it is still running. */
+  _run(message, token) {
+    let result;
+    try {
+      result = this._handler(message, this);
+    } catch (err) {
+      this._settle(token, false, err);
+      return null;
+    }
+    if (result !== null && (typeof result === 'object' || typeof result === 'function') && typeof result.then === 'function') {
+      return Promise.resolve(result).then(
+        () => this._settle(token, true),
+        (err) => this._settle(token, false, err),
+      );
+    }
+    this._settle(token, true);
+    return null;
+  }
+
+  /** Acknowledges delivery `token` (if any): ok, or failed with `err`'s message. */
+  _settle(token, ok, err) {
+    if (token === null) return;
+    const error = ok ? undefined : err instanceof Error ? err.message : String(err);
+    try {
+      this._client._driver.completeDelivery(token, error);
+    } catch {
+      // The client is gone; nothing to acknowledge.
+    }
   }
 
   _end() {
@@ -180,7 +210,14 @@ export class Client {
     this.state = 'connecting';
     this.ackTimeoutMs = options.ackTimeoutMs ?? 5000;
     this._closed = new Promise((resolve) => (this._resolveClosed = resolve));
-    this._driver = call(() => new Driver(options, (event) => this._event(event)));
+    this._driver = call(
+      () =>
+        new Driver(
+          options,
+          (event) => this._event(event),
+          (...args) => this._deliver(...args),
+        ),
+    );
   }
 
   _await(op) {
@@ -196,6 +233,30 @@ export class Client {
           throw err;
         });
       }
+    }
+  }
+
+  /** A message from the driver (see `Driver` in src/lib.rs for the arguments). */
+  _deliver(handlers, token, topic, data, from, ts, offset, mid, qos, flags) {
+    const message = {
+      topic,
+      data,
+      from,
+      ts,
+      offset: offset ?? null,
+      mid: mid ?? null,
+      qos,
+      encrypted: (flags & 1) !== 0,
+      direct: (flags & 2) !== 0,
+      retained: (flags & 4) !== 0,
+      replay: (flags & 8) !== 0,
+      dup: (flags & 16) !== 0,
+    };
+    const delivery = token ?? null;
+    for (const op of handlers) {
+      const sub = this._handlers.get(op);
+      if (sub) sub._deliver(message, delivery);
+      else if (delivery !== null) this._driver.completeDelivery(delivery, undefined);
     }
   }
 
@@ -223,13 +284,6 @@ export class Client {
         else waiter.resolve(event.outcome);
         break;
       }
-      case 'deliver':
-        for (const op of event.handlers) {
-          const sub = this._handlers.get(op);
-          if (sub) sub._deliver(event.message, event.token);
-          else if (event.token !== null) this._driver.completeDelivery(event.token, undefined);
-        }
-        break;
       case 'ack': {
         const entry = this._acks.get(event.op);
         if (!entry) break;

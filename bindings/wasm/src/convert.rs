@@ -5,13 +5,15 @@
 //! side) so that object key order survives. Everything else crosses as plain objects that the
 //! hand-written JS layer (`lib/sdk.js`) turns into its idiomatic API.
 
-use js_sys::{Array, JSON, Object, Reflect, Uint8Array};
+use js_sys::{Array, Function, JSON, Object, Reflect, Uint8Array};
 use sealbus::Error;
 use sealbus::crypto::{Key, Keyring};
 use sealbus::engine::{
-    AckFinish, AckReply, AckSnapshot, ConnectionState, Data, EngineConfig, Event, Message, Outcome,
+    AckFinish, AckReply, AckSnapshot, ConnectionState, Data, DeliveryToken, EngineConfig, Event,
+    Message, OpId, Outcome,
 };
 use sealbus::protocol::{Auth, CopyState, ErrorCode};
+use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast as _, JsValue};
 
 /// A plain object built from `(key, value)` pairs.
@@ -237,21 +239,133 @@ fn outcome_to_js(outcome: &Outcome) -> JsValue {
     }
 }
 
-fn message_to_js(message: &Message) -> JsValue {
-    object(&[
-        ("topic", JsValue::from_str(&message.topic)),
-        ("data", data_to_js(&message.data)),
-        ("from", JsValue::from_str(&message.from)),
-        ("ts", JsValue::from_f64(message.ts as f64)),
-        ("offset", opt_num(message.offset)),
-        ("mid", opt_str(message.mid.as_deref())),
-        ("qos", JsValue::from(message.qos.as_u8())),
-        ("encrypted", JsValue::from_bool(message.encrypted)),
-        ("direct", JsValue::from_bool(message.direct)),
-        ("retained", JsValue::from_bool(message.retained)),
-        ("replay", JsValue::from_bool(message.replay)),
-        ("dup", JsValue::from_bool(message.dup)),
-    ])
+/// Bits of the `flags` argument of a delivery (see [`Delivery`]).
+const FLAG_ENCRYPTED: u8 = 1;
+const FLAG_DIRECT: u8 = 2;
+const FLAG_RETAINED: u8 = 4;
+const FLAG_REPLAY: u8 = 8;
+const FLAG_DUP: u8 = 16;
+
+/// A message converted for the JS layer's delivery function: the values that are not plain
+/// numbers are JS values already, the booleans one bit each.
+///
+/// Deliveries are the hot path, so they do not become an event object built here property by
+/// property (one boundary crossing and one key string per field); the driver calls the JS
+/// layer's delivery function once with these arguments and the message object is built there
+/// as a literal.
+pub(crate) struct Delivery {
+    handlers: Vec<f64>,
+    token: Option<f64>,
+    topic: JsValue,
+    data: JsValue,
+    from: JsValue,
+    ts: f64,
+    offset: Option<f64>,
+    mid: Option<String>,
+    qos: u8,
+    flags: u8,
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// The JS layer's delivery function (the second callback of `new Driver`, `lib/sdk.js`).
+    type DeliverFn;
+
+    /// Calls it as `deliver(handlers, token, topic, data, from, ts, offset, mid, qos, flags)`.
+    #[wasm_bindgen(method, catch, js_name = call)]
+    #[allow(clippy::too_many_arguments)]
+    fn call_deliver(
+        this: &DeliverFn,
+        this_arg: &JsValue,
+        handlers: Vec<f64>,
+        token: Option<f64>,
+        topic: &JsValue,
+        data: &JsValue,
+        from: &JsValue,
+        ts: f64,
+        offset: Option<f64>,
+        mid: Option<String>,
+        qos: u8,
+        flags: u8,
+    ) -> Result<(), JsValue>;
+}
+
+impl Delivery {
+    /// Hands the delivery to the JS layer's delivery function `deliver`.
+    pub(crate) fn call(self, deliver: &Function) -> Result<(), JsValue> {
+        deliver.unchecked_ref::<DeliverFn>().call_deliver(
+            &JsValue::NULL,
+            self.handlers,
+            self.token,
+            &self.topic,
+            &self.data,
+            &self.from,
+            self.ts,
+            self.offset,
+            self.mid,
+            self.qos,
+            self.flags,
+        )
+    }
+}
+
+/// Recently seen strings and their JS values: topics and client ids repeat from message to
+/// message, and decoding a string into JS costs more than comparing it.
+#[derive(Default)]
+pub(crate) struct StringCache {
+    entries: Vec<(String, JsValue)>,
+    next: usize,
+}
+
+impl StringCache {
+    /// Strings longer than this are not cached.
+    const MAX_LEN: usize = 256;
+    /// Entries kept (replaced round-robin).
+    const CAPACITY: usize = 16;
+
+    /// The JS string for `text`, from the cache when it holds it.
+    pub(crate) fn get(&mut self, text: &str) -> JsValue {
+        if let Some((_, value)) = self.entries.iter().find(|(t, _)| t == text) {
+            return value.clone();
+        }
+        let value = JsValue::from_str(text);
+        if text.len() <= Self::MAX_LEN {
+            let entry = (text.to_owned(), value.clone());
+            if self.entries.len() < Self::CAPACITY {
+                self.entries.push(entry);
+            } else {
+                self.entries[self.next] = entry;
+                self.next = (self.next + 1) % Self::CAPACITY;
+            }
+        }
+        value
+    }
+}
+
+/// A delivery event's message and handler registrations, converted for [`Delivery::call`].
+pub(crate) fn delivery(
+    handlers: &[OpId],
+    token: Option<DeliveryToken>,
+    message: &Message,
+    strings: &mut StringCache,
+) -> Delivery {
+    let flag = |set: bool, bit: u8| if set { bit } else { 0 };
+    Delivery {
+        handlers: handlers.iter().map(|op| op.0 as f64).collect(),
+        token: token.map(|t| t.0 as f64),
+        topic: strings.get(&message.topic),
+        data: data_to_js(&message.data),
+        from: strings.get(&message.from),
+        ts: message.ts as f64,
+        offset: message.offset.map(|o| o as f64),
+        mid: message.mid.clone(),
+        qos: message.qos.as_u8(),
+        flags: flag(message.encrypted, FLAG_ENCRYPTED)
+            | flag(message.direct, FLAG_DIRECT)
+            | flag(message.retained, FLAG_RETAINED)
+            | flag(message.replay, FLAG_REPLAY)
+            | flag(message.dup, FLAG_DUP),
+    }
 }
 
 fn reply_to_js(client: &str, reply: &AckReply) -> JsValue {
@@ -297,17 +411,29 @@ fn snapshot_to_js(snapshot: &AckSnapshot) -> JsValue {
     ])
 }
 
-fn ops(ops: &[sealbus::engine::OpId]) -> JsValue {
+fn ops(ops: &[OpId]) -> JsValue {
     ops.iter()
         .map(|op| JsValue::from_f64(op.0 as f64))
         .collect::<Array>()
         .into()
 }
 
-/// An engine event as a plain object with a `type` field (see `lib/sdk.js`).
-pub(crate) fn event_to_js(event: &Event, client_id: Option<&str>) -> JsValue {
+/// An engine event converted for the JS layer.
+pub(crate) enum Converted {
+    /// A plain object with a `type` field, for the event callback (see `lib/sdk.js`).
+    Event(JsValue),
+    /// A message, for the delivery function.
+    Deliver(Delivery),
+}
+
+/// Converts an engine event for the JS layer.
+pub(crate) fn convert_event(
+    event: &Event,
+    client_id: Option<&str>,
+    strings: &mut StringCache,
+) -> Converted {
     let kind = |name: &str| ("type", JsValue::from_str(name));
-    match event {
+    Converted::Event(match event {
         Event::State(state) => state_to_js(state, client_id),
         Event::Completed { op, result } => {
             let (outcome, error) = match result {
@@ -325,12 +451,7 @@ pub(crate) fn event_to_js(event: &Event, client_id: Option<&str>) -> JsValue {
             handlers,
             token,
             message,
-        } => object(&[
-            kind("deliver"),
-            ("handlers", ops(handlers)),
-            ("token", opt_num(token.map(|t| t.0))),
-            ("message", message_to_js(message)),
-        ]),
+        } => return Converted::Deliver(delivery(handlers, *token, message, strings)),
         Event::AckUpdated { op, snapshot } => object(&[
             kind("ack"),
             ("op", JsValue::from_f64(op.0 as f64)),
@@ -348,5 +469,5 @@ pub(crate) fn event_to_js(event: &Event, client_id: Option<&str>) -> JsValue {
             ("clientId", JsValue::from_str(client)),
         ]),
         Event::Error(err) => object(&[kind("error"), ("error", error_to_js(err))]),
-    }
+    })
 }

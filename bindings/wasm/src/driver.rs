@@ -4,7 +4,8 @@
 //! `docs/CLIENT.md`: a `WebSocket` (web-sys, subprotocol `sealbus.v1`) for frames, the host's
 //! `setTimeout`/`clearTimeout` for [`Engine::poll_timeout`], and `performance.now()` for
 //! [`Millis`]. After every input or command it sends every frame, acts on every
-//! [`ConnAction`], converts every event to a plain JS object and re-arms its one timer.
+//! [`ConnAction`], converts every event (a message to the arguments of the delivery callback,
+//! anything else to a plain JS object) and re-arms its one timer.
 //!
 //! Events reach the JS layer from a microtask, never from inside a call: a command returns its
 //! operation id before the operation's result can arrive, and a handler that calls back into
@@ -21,7 +22,7 @@ use wasm_bindgen::prelude::{Closure, wasm_bindgen};
 use wasm_bindgen::{JsCast as _, JsValue};
 use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
-use crate::convert::event_to_js;
+use crate::convert::{Converted, StringCache, convert_event};
 
 #[wasm_bindgen]
 extern "C" {
@@ -69,21 +70,30 @@ pub(crate) struct Inner {
     socket: Option<Socket>,
     /// Counts sockets, so that callbacks of a replaced socket are ignored.
     generation: u64,
-    timer: Option<JsValue>,
+    /// The armed `setTimeout` and the engine deadline it was armed for.
+    timer: Option<(JsValue, Millis)>,
     on_timer: Option<Closure<dyn FnMut()>>,
     on_dispatch: Option<Closure<dyn FnMut()>>,
     dispatch_scheduled: bool,
     /// Converted events waiting for the next dispatch.
-    pending: VecDeque<JsValue>,
+    pending: VecDeque<Converted>,
     on_event: Function,
+    on_deliver: Function,
+    strings: StringCache,
 }
 
 /// A shared handle on the driver state.
 pub(crate) type Shared = Rc<RefCell<Inner>>;
 
 impl Inner {
-    /// A driver for `engine` that connects to `url` and hands every event to `on_event`.
-    pub(crate) fn start(url: String, engine: Engine, on_event: Function) -> Shared {
+    /// A driver for `engine` that connects to `url` and hands every message to `on_deliver`
+    /// and every other event to `on_event`.
+    pub(crate) fn start(
+        url: String,
+        engine: Engine,
+        on_event: Function,
+        on_deliver: Function,
+    ) -> Shared {
         let shared = Rc::new(RefCell::new(Inner {
             url,
             engine,
@@ -96,6 +106,8 @@ impl Inner {
             dispatch_scheduled: false,
             pending: VecDeque::new(),
             on_event,
+            on_deliver,
+            strings: StringCache::default(),
         }));
         let weak = Rc::downgrade(&shared);
         let on_timer = Closure::<dyn FnMut()>::new(move || {
@@ -154,9 +166,9 @@ impl Inner {
             }
             while let Some(event) = self.engine.poll_event() {
                 progressed = true;
-                let client_id = self.engine.client_id().map(str::to_owned);
-                self.pending
-                    .push_back(event_to_js(&event, client_id.as_deref()));
+                let client_id = self.engine.client_id();
+                let converted = convert_event(&event, client_id, &mut self.strings);
+                self.pending.push_back(converted);
             }
             if !progressed {
                 break;
@@ -247,18 +259,27 @@ impl Inner {
     }
 
     /// Arms the one timer for the engine's next deadline (or clears it).
+    ///
+    /// A timer already armed for the same or an earlier deadline is kept: the engine ignores a
+    /// timeout that comes early, and the timer is armed again for the real deadline when it
+    /// fires. So a stream of messages, each of which moves the keep-alive deadline a little,
+    /// does not cost a `clearTimeout` and a `setTimeout` per message.
     fn arm_timer(&mut self) {
-        if let Some(id) = self.timer.take() {
+        let deadline = self.engine.poll_timeout();
+        if let (Some(deadline), Some((_, armed))) = (deadline, &self.timer)
+            && *armed <= deadline
+        {
+            return;
+        }
+        if let Some((id, _)) = self.timer.take() {
             clear_timeout(&id);
         }
-        let (Some(deadline), Some(callback)) = (self.engine.poll_timeout(), &self.on_timer) else {
+        let (Some(deadline), Some(callback)) = (deadline, &self.on_timer) else {
             return;
         };
         let delay = deadline.0.saturating_sub(self.now().0) as f64;
-        self.timer = Some(set_timeout(
-            callback.as_ref().unchecked_ref(),
-            delay.min(MAX_TIMER_MS),
-        ));
+        let id = set_timeout(callback.as_ref().unchecked_ref(), delay.min(MAX_TIMER_MS));
+        self.timer = Some((id, deadline));
     }
 
     /// Releases the socket and the timer once the engine is closed.
@@ -270,7 +291,7 @@ impl Inner {
             if let Some(socket) = self.socket.take() {
                 socket.abandon(1000, "client closed");
             }
-            if let Some(id) = self.timer.take() {
+            if let Some((id, _)) = self.timer.take() {
                 clear_timeout(&id);
             }
         }
@@ -338,16 +359,22 @@ fn dispatch(weak: &Weak<RefCell<Inner>>) {
     }
     loop {
         let next = match shared.try_borrow_mut() {
-            Ok(mut inner) => inner
-                .pending
-                .pop_front()
-                .map(|event| (event, inner.on_event.clone())),
+            Ok(mut inner) => inner.pending.pop_front().map(|event| {
+                let target = match &event {
+                    Converted::Event(_) => inner.on_event.clone(),
+                    Converted::Deliver(_) => inner.on_deliver.clone(),
+                };
+                (event, target)
+            }),
             Err(_) => None,
         };
-        let Some((event, on_event)) = next else {
+        let Some((event, target)) = next else {
             break;
         };
         // A throwing listener must not stop the other events; the JS layer reports its own.
-        let _ = on_event.call1(&JsValue::NULL, &event);
+        let _ = match event {
+            Converted::Event(event) => target.call1(&JsValue::NULL, &event).map(drop),
+            Converted::Deliver(delivery) => delivery.call(&target),
+        };
     }
 }

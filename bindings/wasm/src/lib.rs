@@ -76,7 +76,8 @@ pub fn seal_envelope(key_base64: &str, topic: &str, plaintext: &[u8]) -> Result<
 /// One client connection: the engine, its WebSocket and its timer.
 ///
 /// Every command returns an operation id (a number); its result arrives later through the
-/// `onEvent` callback given to the constructor, as `{ type: "completed", op, outcome, error }`.
+/// `onEvent` callback given to the constructor, as `{ type: "completed", op, outcome, error }`;
+/// messages arrive through its `onDeliver` callback.
 #[wasm_bindgen]
 pub struct Driver {
     shared: Shared,
@@ -110,13 +111,20 @@ fn publish_options(qos: u8, retain: bool, encrypt: bool) -> Result<PublishOption
 
 #[wasm_bindgen]
 impl Driver {
-    /// Starts a client with `options` (see `index.d.ts`, `ClientOptions`) that reports every
-    /// event to `on_event`. It starts connecting at once.
+    /// Starts a client with `options` (see `index.d.ts`, `ClientOptions`) that hands every
+    /// message to `on_deliver` as `(handlers, token, topic, data, from, ts, offset, mid, qos,
+    /// flags)` (`token`, `offset`, `mid` undefined when absent; `flags` bits: 1 encrypted,
+    /// 2 direct, 4 retained, 8 replay, 16 dup) and every other event to `on_event`. It starts
+    /// connecting at once.
     ///
     /// # Errors
     /// Invalid options (`invalid_field`, `invalid_key`, ...).
     #[wasm_bindgen(constructor)]
-    pub fn new(options: JsValue, on_event: Function) -> Result<Driver, JsValue> {
+    pub fn new(
+        options: JsValue,
+        on_event: Function,
+        on_deliver: Function,
+    ) -> Result<Driver, JsValue> {
         let (url, config) = config_from_js(&options).map_err(to_js)?;
         let mut seed = [0u8; 8];
         // Without a random source the clock still separates clients well enough for jitter.
@@ -125,7 +133,7 @@ impl Driver {
         }
         let engine = Engine::new(config, u64::from_le_bytes(seed));
         Ok(Driver {
-            shared: Inner::start(url, engine, on_event),
+            shared: Inner::start(url, engine, on_event, on_deliver),
         })
     }
 

@@ -12,7 +12,8 @@ import { after, before, describe, test } from 'node:test';
 import { chromium } from 'playwright-core';
 
 import { scenarios } from '../scenarios.js';
-import { repo, runPeer, startServer } from '../node/server.mjs';
+import { startProxy } from '../node/proxy.mjs';
+import { repo, runPeer, startServer, tempStore } from '../node/server.mjs';
 
 const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const types = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json' };
@@ -80,12 +81,20 @@ describe('sealbus in headless Chromium', () => {
     assert.equal(checked, vectors.vectors.length + vectors.tamper.length);
   });
 
-  test('E2E interop with the Rust client, then reconnect after a server restart', async () => {
-    const own = await startServer();
+  test('E2E interop with the Rust client, then reconnect after a server restart with recovery', async () => {
+    // The server keeps its state in an SQLite file. The page reaches it through a proxy that is
+    // held closed while the server is killed and restarted on the same file and port, and until
+    // the Rust client has published a sealed QoS 1 message there: the page can only get it by
+    // recovering it from the stream's history, which must have survived the restart.
+    const store = tempStore();
+    const own = await startServer(0, { store: store.file });
+    const proxy = await startProxy(`127.0.0.1:${own.port}`);
     const secret = check(await page.evaluate(() => window.sealbusTest.generateKey()));
-    const options = { url: own.url, session: 'demo', password: 'demo', key: secret, reconnect: { initialDelayMs: 50, maxDelayMs: 300 } };
+    const options = { url: `ws://${proxy.address}/ws`, session: 'demo', password: 'demo', key: secret, reconnect: { initialDelayMs: 50, maxDelayMs: 300 } };
     check(await page.evaluate(([o, f]) => window.sealbusTest.open(o, f), [options, 'web/#']));
     const got = () => page.evaluate(() => window.sealbusTest.got().filter((m) => m.topic));
+    const states = () => page.evaluate(() => window.sealbusTest.got().filter((m) => m.state).map((m) => m.state));
+    let again;
     try {
       await runPeer([own.url, secret, 'publish', 'web/rust', '{"zeta":1,"alpha":"from rust"}']);
       await waitFor(async () => (await got()).length === 1);
@@ -104,20 +113,33 @@ describe('sealbus in headless Chromium', () => {
       const echo = (await got()).find((m) => m.topic === 'web/js/echo');
       assert.deepEqual(echo.data, [1, 2, 255]);
 
+      proxy.hold(true);
       await own.stop();
-      const again = await startServer(own.port);
-      try {
-        check(await page.evaluate(() => window.sealbusTest.waitState('connected', 10000)));
-        const states = await page.evaluate(() => window.sealbusTest.got().filter((m) => m.state).map((m) => m.state));
-        assert.ok(states.includes('reconnecting'), states.join(','));
-        await runPeer([own.url, secret, 'publish', 'web/after', '"after restart"']);
-        await waitFor(async () => (await got()).some((m) => m.topic === 'web/after'));
-      } finally {
-        check(await page.evaluate(() => window.sealbusTest.close()));
-        await again.stop();
-      }
+      await waitFor(async () => (await states()).includes('reconnecting'));
+      again = await startServer(own.port, { store: store.file });
+      await runPeer([own.url, secret, 'publish', 'web/missed', '{"while":"away"}']);
+      assert.notEqual(await page.evaluate(() => window.sealbusTest.state()), 'connected', 'the page is still away');
+      proxy.hold(false);
+      check(await page.evaluate(() => window.sealbusTest.waitState('connected', 10000)));
+      await waitFor(async () => (await got()).some((m) => m.topic === 'web/missed'));
+      const missed = (await got()).filter((m) => m.topic === 'web/missed');
+      assert.equal(missed.length, 1);
+      assert.equal(missed[0].replay, true, 'replayed from history');
+      assert.equal(missed[0].encrypted, true);
+      assert.equal(JSON.stringify(missed[0].data), '{"while":"away"}');
+      assert.equal(check(await page.evaluate(() => window.sealbusTest.recovered())), true);
+      await runPeer([own.url, secret, 'publish', 'web/after', '"after restart"']);
+      await waitFor(async () => (await got()).some((m) => m.topic === 'web/after'));
+      assert.deepEqual(
+        (await got()).map((m) => m.topic),
+        ['web/rust', 'web/js', 'web/js/echo', 'web/missed', 'web/after'],
+      );
     } finally {
+      check(await page.evaluate(() => window.sealbusTest.close()));
+      await proxy.close();
+      await again?.stop();
       await own.stop();
+      store.remove();
     }
   });
 });

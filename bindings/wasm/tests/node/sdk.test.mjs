@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import * as sdk from '../../node.js';
 import { checkVectors, scenarios, until } from '../scenarios.js';
 import { startProxy } from './proxy.mjs';
-import { repo, runPeer, startServer } from './server.mjs';
+import { repo, runPeer, startServer, tempStore } from './server.mjs';
 
 describe('sealbus in Node', () => {
   let server;
@@ -97,36 +97,66 @@ describe('sealbus in Node', () => {
   });
 
   test('reconnects after a server restart on the same port and resubscribes', async () => {
-    const own = await startServer();
-    const options = { url: own.url, session: 'demo', password: 'demo', reconnect: { initialDelayMs: 50, maxDelayMs: 300 } };
-    const sub = await sdk.connect(options);
+    // The server keeps its state in an SQLite file; it is killed and started again on the same
+    // file and port. The subscriber reaches it through a proxy that is held closed while the
+    // server is down and until another client has published a QoS 1 message on the restarted
+    // server: the subscriber can only get that message by recovering it from the stream's
+    // history (resubscribe with `since`), which must have survived the restart.
+    const store = tempStore();
+    const own = await startServer(0, { store: store.file });
+    const proxy = await startProxy(`127.0.0.1:${own.port}`);
+    const reconnect = { initialDelayMs: 50, maxDelayMs: 300 };
+    const sub = await sdk.connect({ url: `ws://${proxy.address}/ws`, session: 'demo', password: 'demo', reconnect });
+    const pub = await sdk.connect({ url: own.url, session: 'demo', password: 'demo', reconnect });
     const states = [];
     sub.on('state', (s) => states.push(s.state));
+    const notRecovered = [];
+    sub.on('notRecovered', (e) => notRecovered.push(e.filter));
     const got = [];
-    await sub.subscribe('restart/+', (m) => {
-      got.push(m.data);
+    const subscription = await sub.subscribe('restart/+', (m) => {
+      got.push(m);
     });
-    const pub = await sdk.connect(options);
-    await pub.publish('restart/a', 'before', { qos: 1 });
-    await until(() => got.length === 1, 5000, 'the first message');
-    await own.stop();
-    await until(() => states.includes('reconnecting'), 5000, 'reconnecting');
-    // Published while the server is down: kept in the offline buffer and sent after the
-    // reconnect, after the resubscribe (so this client's own subscription gets it).
-    const queued = sub.publish('restart/b', 'while away', { qos: 1 });
-    const again = await startServer(own.port);
+    let again;
     try {
-      await until(() => sub.state === 'connected' && pub.state === 'connected', 10000, 'both reconnected');
+      await pub.publish('restart/a', 'before', { qos: 1 });
+      await until(() => got.length === 1, 5000, 'the first message');
+      proxy.hold(true);
+      await own.stop();
+      await until(() => states.includes('reconnecting'), 5000, 'reconnecting');
+      // Published by the subscriber while the server is down: kept in its offline buffer and
+      // sent after the reconnect, after the resubscribe (so its own subscription gets it).
+      const queued = sub.publish('restart/b', 'while away', { qos: 1 });
+      queued.catch(() => {}); // awaited below; a failure before then must not hide the first error
+      again = await startServer(own.port, { store: store.file });
+      await until(() => pub.state === 'connected', 10000, 'the publisher reconnected');
+      // Stored (committed) by the restarted server while the subscriber cannot reach it.
+      const missed = await pub.publish('restart/m', 'missed', { qos: 1 });
+      assert.equal(sub.state === 'connected', false, 'the subscriber is still away');
+      assert.ok(missed.offset > got[0].offset, `offsets continue across the restart: ${got[0].offset} then ${missed.offset}`);
+      proxy.hold(false);
+      await until(() => sub.state === 'connected', 10000, 'the subscriber reconnected');
       await queued;
-      await until(() => got.includes('while away'), 5000, 'the buffered message');
+      await until(() => got.some((m) => m.data === 'missed'), 5000, 'the message published while the subscriber was away');
+      await until(() => got.some((m) => m.data === 'while away'), 5000, 'the buffered message');
       await pub.publish('restart/c', 'after', { qos: 1 });
-      await until(() => got.includes('after'), 5000, 'a message after the restart');
-      assert.deepEqual(got, ['before', 'while away', 'after']);
+      await until(() => got.some((m) => m.data === 'after'), 5000, 'a message after the restart');
+      const recovered = got.find((m) => m.data === 'missed');
+      assert.equal(recovered.replay, true, 'replayed from history');
+      assert.equal(recovered.topic, 'restart/m');
+      assert.equal(recovered.offset, missed.offset);
+      assert.equal(subscription.recovered, true);
+      assert.deepEqual(notRecovered, []);
+      // Each message exactly once; the live one after the reconnect comes last.
+      assert.deepEqual(got.map((m) => m.data).sort(), ['after', 'before', 'missed', 'while away']);
+      assert.equal(got.at(-1).data, 'after');
       assert.ok(states.indexOf('disconnected') < states.lastIndexOf('connected'));
     } finally {
       await sub.close();
       await pub.close();
-      await again.stop();
+      await proxy.close();
+      await again?.stop();
+      await own.stop();
+      store.remove();
     }
   });
 });

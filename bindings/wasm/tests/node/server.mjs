@@ -1,7 +1,11 @@
-// Starts a real `sealbus serve --demo --memory` on 127.0.0.1 (port 0 unless given) for the
-// tests, reads the ws:// URL it prints, and stops it. `--memory`: no store file in the working
-// tree, and every start begins from nothing.
+// Starts a real `sealbus serve --demo` on 127.0.0.1 (port 0 unless given) for the tests, reads
+// the ws:// URL it prints, and stops it. By default with `--memory`: no store file in the
+// working tree, and every start begins from nothing. With `{ store: file }` it keeps its state
+// in that SQLite file, so a server started again on the same file recovers it (sessions, the
+// stream's epoch, offsets and history, retained messages, persistent clients' queues).
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -10,9 +14,22 @@ export const repo = process.env.SEALBUS_REPO ?? path.resolve(here, '../../../..'
 export const serverBin = process.env.SEALBUS_BIN ?? path.join(repo, 'target/debug/sealbus');
 export const peerBin = process.env.SEALBUS_E2E_PEER ?? path.join(repo, 'target/debug/examples/e2e_peer');
 
-/** A running server: `{ url, port, stop() }`; `extraArgs` go to `sealbus serve`. */
-export function startServer(port = 0, extraArgs = []) {
-  const args = ['serve', '--demo', '--memory', '--listen', `127.0.0.1:${port}`, ...extraArgs];
+/** A fresh temporary directory for a store file: `{ file, remove() }`. */
+export function tempStore() {
+  const dir = mkdtempSync(path.join(tmpdir(), 'sealbus-store-'));
+  return { file: path.join(dir, 'sealbus.db'), remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * A running server: `{ url, port, stop() }`. `options` is either an array of extra arguments
+ * for `sealbus serve`, or `{ store, args }`: `store` is an SQLite file (`--store`) instead of
+ * `--memory`, `args` the extra arguments. `stop()` kills the process (SIGKILL): what survives is
+ * what the store had committed, as after a crash.
+ */
+export function startServer(port = 0, options = []) {
+  const { store = null, args: extraArgs = [] } = Array.isArray(options) ? { args: options } : options;
+  const storeArgs = store ? ['--store', store] : ['--memory'];
+  const args = ['serve', '--demo', ...storeArgs, '--listen', `127.0.0.1:${port}`, ...extraArgs];
   const child = spawn(serverBin, args, {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
