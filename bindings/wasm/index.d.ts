@@ -74,6 +74,23 @@ export interface PublishResult {
   queued: boolean;
 }
 
+/** The per-subscriber state of a QoS 1 message ({@link Client.deliveryStatus}). */
+export interface DeliveryReport {
+  /** The message id. */
+  mid: string;
+  /** The message's topic (`@client` for a direct message). */
+  topic: string;
+  /** One entry per subscriber the message was routed to. */
+  copies: Array<{
+    /** The subscriber's client id. */
+    client: string;
+    /** `pending` (stored, not written yet), `delivered` (written, not acknowledged), `acknowledged`, or `dead` (retries ran out). */
+    state: 'pending' | 'delivered' | 'acknowledged' | 'dead';
+    /** Deliveries made so far. */
+    attempts: number;
+  }>;
+}
+
 /** A message handed to a handler or an async iterator. */
 export interface Message {
   /** The topic; `@<own client id>` for a direct message. */
@@ -223,6 +240,12 @@ export declare class Client {
   publishWithAck(topic: string, data: Data, options?: AckOptions): Promise<AckHandle>;
   /** {@link Client.publishToId} collecting the recipient's response. */
   publishToIdWithAck(clientId: string, data: Data, options?: AckOptions): Promise<AckHandle>;
+  /**
+   * Each subscriber's copy of a QoS 1 message this client published (`mid` from
+   * {@link PublishResult.mid}), while the server holds it. Rejects with `code`
+   * `unknown_message_id` for a message it does not hold, `disconnected` while offline.
+   */
+  deliveryStatus(mid: string): Promise<DeliveryReport>;
   /** Closes the client (`discard`: a persistent client's stored state is dropped too). */
   close(options?: { discard?: boolean }): Promise<void>;
 }

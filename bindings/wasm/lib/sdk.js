@@ -400,6 +400,10 @@ export class Client {
     return this._withAck(clientId, data, options, true);
   }
 
+  async deliveryStatus(mid) {
+    return this._await(call(() => this._driver.deliveryStatus(mid)));
+  }
+
   get limits() {
     return this._driver.limits();
   }

@@ -203,6 +203,21 @@ impl Driver {
         })
     }
 
+    /// Asks the server for the per-subscriber state of the QoS 1 message `mid`; returns the
+    /// operation id (its result: `{mid, topic, copies: [{client, state, attempts}]}`).
+    ///
+    /// # Errors
+    /// An invalid message id, not connected, a closed client.
+    #[wasm_bindgen(js_name = deliveryStatus)]
+    pub fn delivery_status(&self, mid: &str) -> Result<f64, JsValue> {
+        self.run(|inner| {
+            let now = inner.now();
+            inner.engine().delivery_status(mid, now)
+        })?
+        .map(op_value)
+        .map_err(to_js)
+    }
+
     /// Removes every handler of `filter`; returns the operation id.
     #[wasm_bindgen(js_name = unsubscribeFilter)]
     pub fn unsubscribe_filter(&self, filter: &str) -> Result<f64, JsValue> {

@@ -108,6 +108,30 @@ export const scenarios = {
     await b.close();
   },
 
+  async 'deliveryStatus reports each subscriber copy of a QoS 1 message'({ sdk, url, assert }) {
+    const a = await connect(sdk, url);
+    const b = await connect(sdk, url);
+    const topic = unique('ds/');
+    let got = 0;
+    await b.subscribe(topic, () => {
+      got += 1;
+    });
+    const { mid } = await a.publish(topic, 'hello', { qos: 1 });
+    await until(() => got === 1, 5000, 'the delivery');
+    // The handler returned, so the SDK acknowledges; ask until the answer shows it.
+    let report = await a.deliveryStatus(mid);
+    for (let i = 0; i < 250 && !report.copies.every((c) => c.state === 'acknowledged'); i += 1) {
+      await sleep(20);
+      report = await a.deliveryStatus(mid);
+    }
+    assert.equal(report.mid, mid);
+    assert.equal(report.topic, topic);
+    assert.deepEqual(report.copies, [{ client: b.clientId, state: 'acknowledged', attempts: 1 }]);
+    await assert.rejects(() => b.deliveryStatus(mid), (err) => err.codeName === 'unknown_message_id');
+    await a.close();
+    await b.close();
+  },
+
   async 'publishWithAck: wait, waitAny, status, isComplete, handler errors'({ sdk, url, assert }) {
     const pub = await connect(sdk, url);
     const good = await connect(sdk, url);

@@ -10,6 +10,7 @@ import {
   openEnvelope,
   sealEnvelope,
   type AckResult,
+  type DeliveryReport,
   type Message,
   type StateChange,
 } from 'sealbus';
@@ -29,6 +30,10 @@ export async function typical(): Promise<void> {
   }
   const published = await client.publish('a/b', { any: ['json', 1, null, true] }, { qos: 1, retain: false });
   console.log(published.mid, published.offset);
+  if (published.mid !== null) {
+    const report: DeliveryReport = await client.deliveryStatus(published.mid);
+    for (const copy of report.copies) console.log(copy.client, copy.state === 'dead', copy.attempts + 1);
+  }
   await client.publishToId('other', new Uint8Array([1]));
   const ack: AckHandle = await client.publishWithAck('a/b', 'x', { timeoutMs: 1000 });
   const result: AckResult = await ack.wait();
@@ -46,6 +51,8 @@ export async function misuse(client: Client): Promise<void> {
   await client.publish('a', 1, { qos: 2 });
   // @ts-expect-error undefined is not data
   await client.publish('a', undefined);
+  // @ts-expect-error a message id is a string
+  await client.deliveryStatus(42);
   // @ts-expect-error unknown event
   client.on('nope', () => {});
 }
