@@ -160,8 +160,30 @@ fn keygen_pub_sub_with_encryption_and_acks_end_to_end() {
         ],
     );
     assert!(published.status.success(), "{published:?}");
-    assert!(stdout(&published).contains("stored at offset"));
+    let stored = stdout(&published);
+    assert!(stored.contains("stored at offset"), "{stored}");
+    let mid = stored
+        .trim()
+        .rsplit("(mid ")
+        .next()
+        .and_then(|rest| rest.strip_suffix(')'))
+        .expect("pub prints the message id")
+        .to_owned();
     let line: Value = serde_json::from_str(finish(sub).trim()).unwrap();
+    // The reader acknowledged on its way out; the admin API tracks the copy.
+    let status = run(&served, &["session", "message", "demo", &mid]);
+    let status = stdout(&status);
+    assert!(
+        status.contains(&format!("{mid} on cli/greeting from")),
+        "{status}"
+    );
+    assert!(status.contains("reader: "), "{status}");
+    let unknown = run(&served, &["session", "message", "demo", "no-such-mid"]);
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("unknown_message_id"),
+        "{unknown:?}"
+    );
     assert_eq!(line["topic"], "cli/greeting");
     assert_eq!(line["encrypted"], true);
     assert_eq!(
@@ -293,7 +315,11 @@ fn session_commands_drive_the_admin_api() {
     );
     let gone = run(&served, &["session", "show", "tenant-a"]);
     assert!(!gone.status.success());
-    assert!(String::from_utf8_lossy(&gone.stderr).contains("404"));
+    let gone = String::from_utf8_lossy(&gone.stderr);
+    assert!(
+        gone.contains("HTTP 404") && gone.contains("[no_such_session 2005]"),
+        "{gone}"
+    );
 
     let unauthorised = sealbus(&served, &["session", "list"])
         .env("SEALBUS_ADMIN_TOKEN", "wrong")

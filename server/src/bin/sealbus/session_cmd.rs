@@ -1,4 +1,4 @@
-//! `sealbus session create|list|show|delete`: the admin API from the command line.
+//! `sealbus session create|list|show|delete|message`: the admin API from the command line.
 //!
 //! Talks plain HTTP/1.1 to the server's admin API (`/api/...`) with the admin token; the tiny
 //! client here is enough for JSON requests to a Sealbus server and avoids an HTTP client
@@ -62,6 +62,14 @@ enum Action {
         /// Session name.
         name: String,
     },
+    /// Show where a QoS 1 message is: each subscriber's copy (pending, delivered,
+    /// acknowledged, dead) and the deliveries made, while the server tracks it.
+    Message {
+        /// Session name.
+        name: String,
+        /// The message id (`sealbus pub --qos 1` prints it).
+        mid: String,
+    },
 }
 
 /// `sealbus session ...`.
@@ -114,6 +122,10 @@ async fn execute(args: SessionArgs) -> Result<()> {
             api.call("DELETE", &format!("/api/sessions/{name}"), None)
                 .await?
         }
+        Action::Message { name, mid } => {
+            api.call("GET", &format!("/api/sessions/{name}/messages/{mid}"), None)
+                .await?
+        }
     };
     if args.json {
         println!("{answer}");
@@ -136,8 +148,27 @@ async fn execute(args: SessionArgs) -> Result<()> {
             }
         }
         Action::Show { .. } => println!("{}", serde_json::to_string_pretty(&answer)?),
+        Action::Message { mid, .. } => print_copies(mid, &answer),
     }
     Ok(())
+}
+
+/// `mid on TOPIC from CLIENT`, then one line per subscriber's copy.
+fn print_copies(mid: &str, answer: &Value) {
+    let text = |field: &str| answer[field].as_str().unwrap_or("?").to_owned();
+    println!("{mid} on {} from {}", text("topic"), text("from"));
+    let copies = answer["copies"].as_array().cloned().unwrap_or_default();
+    if copies.is_empty() {
+        println!("  no subscriber matched");
+    }
+    for copy in copies {
+        println!(
+            "  {}: {} ({} deliveries)",
+            copy["client"].as_str().unwrap_or("?"),
+            copy["state"].as_str().unwrap_or("?"),
+            copy["attempts"]
+        );
+    }
 }
 
 /// The admin API at `base` with its bearer token.
@@ -179,12 +210,15 @@ impl Api {
             serde_json::from_str(&body).unwrap_or(Value::String(body))
         };
         if !(200..300).contains(&status) {
-            let message = value["message"].as_str().unwrap_or("request failed");
-            let name = value["name"].as_str().unwrap_or("");
-            bail!(
-                "{method} {path}: HTTP {status}: {message} [{name} {}]",
-                value["code"]
-            );
+            // The admin API answers `{"error": {"code", "name", "message"}}`.
+            let error = value.get("error").unwrap_or(&value);
+            let message = error["message"].as_str().unwrap_or("request failed");
+            match (error["name"].as_str(), error["code"].as_u64()) {
+                (Some(name), Some(code)) => {
+                    bail!("{method} {path}: HTTP {status}: {message} [{name} {code}]")
+                }
+                _ => bail!("{method} {path}: HTTP {status}: {message}"),
+            }
         }
         Ok(value)
     }
