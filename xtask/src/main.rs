@@ -4,7 +4,8 @@
 //! * `cargo xtask ci` runs every check and test (the README's second command, and `.ci/run`);
 //! * `cargo xtask bench` runs the benchmarks and prints their figures;
 //! * `cargo xtask wasm` builds the JS/TypeScript package and runs its Node and browser tests;
-//! * `cargo xtask load` measures a running server (fan-out, acks, memory per connection).
+//! * `cargo xtask load` measures a running server (fan-out, acks, memory per connection) and
+//!   one SDK client over a real socket (`--scenario client`).
 //!
 //! Each task installs what it needs (rustup components) and skips what is already there.
 
@@ -31,8 +32,9 @@ TASKS:
                       every crate, the wasm package's tests. Installs missing rustup
                       components first. With CI=true, builds use the committed Cargo.lock (--locked).
     bench [FILTER]    Run the criterion benchmarks (short measurement) and print their figures.
-    load [OPTIONS]    Start a release server and measure it: fan-out, acks, idle memory
-                      (`cargo xtask load --help`).
+    load [OPTIONS]    Start a release server and measure it: fan-out, acks, idle memory,
+                      and one sealbus::Client's publishes/s and messages/s with
+                      --scenario client (`cargo xtask load --help`).
     wasm              Build the npm package `sealbus` (bindings/wasm) with the pinned
                       wasm-bindgen CLI and run its Node and headless Chromium tests
                       (installs the wasm target, wasm-bindgen-cli, npm packages and Chromium

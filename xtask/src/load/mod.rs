@@ -4,8 +4,8 @@
 //! scenarios of the server issue and prints their figures: fan-out 1 → 100 with 128-byte QoS 0
 //! payloads (deliveries/s, latency percentiles from a timestamp in the payload, then again at half
 //! that rate), 100 → 100, publish_with_ack round trips/s with 10 subscribers, and the server's RSS
-//! per idle authenticated connection with one subscription, and the SDK's own figures (the
-//! `client` scenario: publishes/s and received messages/s of one `sealbus::Client`). Figures are
+//! per idle authenticated connection with one subscription. The `client` scenario measures the
+//! SDK instead: publishes/s and received messages/s of one `sealbus::Client`. Figures are
 //! printed, never asserted.
 
 mod client;
@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use conn::Target;
 
 const HELP: &str = "\
-cargo xtask load: measure the server
+cargo xtask load: measure the server, or one client (--scenario client)
 
 USAGE:
     cargo xtask load [OPTIONS]
@@ -40,7 +40,7 @@ OPTIONS:
 
 Without --url the tool builds and starts `target/release/sealbus serve --demo` on a free
 loopback port, with a fresh SQLite store in target/sealbus-load.db (the default store, full
-sync) or with --memory, and stops it afterwards. Load generator and server share this
+sync) or in memory (--store memory), and stops it afterwards. Load generator and server share this
 machine's cores; the figures include that.
 
 The `client` scenario measures the Rust SDK (`sealbus::Client`) over a real socket, 128-byte
