@@ -5,7 +5,8 @@
 //! * `cargo xtask bench` runs the benchmarks and prints their figures (`bench js`: the JS SDK's
 //!   receive rate in Node and Chromium);
 //! * `cargo xtask wasm` builds the JS/TypeScript package and runs its Node and browser tests;
-//! * `cargo xtask load` measures a running server (fan-out, acks, memory per connection).
+//! * `cargo xtask load` measures a running server (fan-out, acks, memory per connection) and
+//!   one SDK client over a real socket (`--scenario client`).
 //!
 //! Each task installs what it needs (rustup components) and skips what is already there.
 
@@ -37,8 +38,9 @@ TASKS:
                       received (and opened, with E2E) by the JS SDK in Node and in headless
                       Chromium (bindings/wasm/bench/receive.mjs; OPTIONS: --seconds N,
                       --hosts node,chromium).
-    load [OPTIONS]    Start a release server and measure it: fan-out, acks, idle memory
-                      (`cargo xtask load --help`).
+    load [OPTIONS]    Start a release server and measure it: fan-out, acks, idle memory,
+                      and one sealbus::Client's publishes/s and messages/s with
+                      --scenario client (`cargo xtask load --help`).
     wasm              Build the npm package `sealbus` (bindings/wasm) with the pinned
                       wasm-bindgen CLI and run its Node and headless Chromium tests
                       (installs the wasm target, wasm-bindgen-cli, npm packages and Chromium

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -31,7 +31,13 @@ use crate::protocol::SUBPROTOCOL;
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Connecting = Pin<Box<dyn Future<Output = Result<Socket, Error>> + Send>>;
 
-/// Opens a WebSocket to `url` with the `sealbus.v1` subprotocol.
+/// Most commands, or most frames already read, handled in one turn before the frames they
+/// produce are written: one socket write per burst instead of one per publish or ack, while
+/// timers and the other direction still get their turn.
+const BURST: usize = 256;
+
+/// Opens a WebSocket to `url` with the `sealbus.v1` subprotocol, Nagle's algorithm off (the
+/// driver writes each burst once; holding it back for an ACK only adds latency).
 pub(crate) async fn open(url: String) -> Result<Socket, Error> {
     let mut request = url
         .into_client_request()
@@ -40,7 +46,7 @@ pub(crate) async fn open(url: String) -> Result<Socket, Error> {
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static(SUBPROTOCOL),
     );
-    let (socket, _response) = tokio_tungstenite::connect_async(request)
+    let (socket, _response) = tokio_tungstenite::connect_async_with_config(request, None, true)
         .await
         .map_err(|err| Error::Transport(err.to_string()))?;
     Ok(socket)
@@ -120,10 +126,33 @@ impl Driver {
             });
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(command) => self.command(command),
+                    Some(command) => {
+                        self.command(command);
+                        // The commands queued behind it go out in the same write. A closed
+                        // channel is seen by the next `recv`.
+                        for _ in 1..BURST {
+                            let Ok(command) = commands.try_recv() else {
+                                break;
+                            };
+                            self.command(command);
+                        }
+                    }
                     None => self.engine.close(false, self.now()),
                 },
-                frame = next_frame(&mut self.socket) => self.incoming(frame),
+                frame = next_frame(&mut self.socket) => {
+                    self.incoming(frame);
+                    // Frames already received are handled before answering, so that their
+                    // acks go out in one write.
+                    for _ in 1..BURST {
+                        let Some(socket) = self.socket.as_mut() else {
+                            break;
+                        };
+                        let Some(frame) = socket.next().now_or_never() else {
+                            break;
+                        };
+                        self.incoming(frame);
+                    }
+                }
                 opened = poll_connecting(&mut self.connecting) => {
                     self.connecting = None;
                     match opened {
@@ -363,11 +392,22 @@ impl Driver {
                 message,
             } => {
                 let now = self.now();
-                for handler in handlers {
+                let last = handlers.len().saturating_sub(1);
+                let mut message = Some(message);
+                for (index, handler) in handlers.into_iter().enumerate() {
+                    // The last handler takes the message itself; the others get copies.
+                    let copy = if index == last {
+                        message.take()
+                    } else {
+                        message.clone()
+                    };
+                    let Some(copy) = copy else {
+                        break;
+                    };
                     let delivered = match self.sinks.get(&handler) {
-                        Some(Sink::Handler(tx)) => tx.send((message.clone(), token)).is_ok(),
+                        Some(Sink::Handler(tx)) => tx.send((copy, token)).is_ok(),
                         Some(Sink::Stream(tx)) => {
-                            if tx.send(message.clone()).is_err() {
+                            if tx.send(copy).is_err() {
                                 tracing::debug!("subscription stream dropped");
                             }
                             false

@@ -4,8 +4,11 @@
 //! scenarios of the server issue and prints their figures: fan-out 1 → 100 with 128-byte QoS 0
 //! payloads (deliveries/s, latency percentiles from a timestamp in the payload, then again at half
 //! that rate), 100 → 100, publish_with_ack round trips/s with 10 subscribers, and the server's RSS
-//! per idle authenticated connection with one subscription. Figures are printed, never asserted.
+//! per idle authenticated connection with one subscription. The `client` scenario measures the
+//! SDK instead: publishes/s and received messages/s of one `sealbus::Client`. Figures are
+//! printed, never asserted.
 
+mod client;
 mod conn;
 mod durable;
 mod scenarios;
@@ -19,14 +22,17 @@ use anyhow::{Context, Result, bail};
 use conn::Target;
 
 const HELP: &str = "\
-cargo xtask load: measure the server
+cargo xtask load: measure the server, or one client (--scenario client)
 
 USAGE:
     cargo xtask load [OPTIONS]
 
 OPTIONS:
-    --scenario NAME    fanout | many | ack | qos1 | idle | all (default: all)
-    --seconds N        measurement time per scenario (default: 5)
+    --scenario NAME    fanout | many | ack | qos1 | idle | client | all (default: all)
+    --seconds N        measurement time per scenario (default: 5; `client` runs eight
+                       measurements of N seconds each)
+    --store KIND       sqlite | memory: the store of the started server (default: memory
+                       for --scenario client, sqlite otherwise)
     --connections N    idle connections for `idle` (default: 10000)
     --url URL          use a running server instead of starting one
                        (with --session NAME --password TEXT; default demo/demo)
@@ -34,14 +40,21 @@ OPTIONS:
 
 Without --url the tool builds and starts `target/release/sealbus serve --demo` on a free
 loopback port, with a fresh SQLite store in target/sealbus-load.db (the default store, full
-sync), and stops it afterwards. Load generator and server share this machine's cores; the
-figures include that.
+sync) or in memory (--store memory), and stops it afterwards. Load generator and server share this
+machine's cores; the figures include that.
+
+The `client` scenario measures the Rust SDK (`sealbus::Client`) over a real socket, 128-byte
+payloads, plain and sealed: publishes/s of one client (QoS 0 and QoS 1, a window of publishes
+in flight; LOAD_WINDOW, default 256) and messages/s received (and opened) by one subscribing
+client fed by a raw-frame publisher that stays at most LOAD_WINDOW messages ahead of it.
 ";
 
 struct Options {
     scenario: String,
     seconds: u64,
     connections: usize,
+    /// `--store`: whether a started server keeps its state in memory.
+    memory: Option<bool>,
     target: Option<Target>,
 }
 
@@ -50,6 +63,7 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
         scenario: "all".into(),
         seconds: 5,
         connections: 10_000,
+        memory: None,
         target: None,
     };
     let (mut url, mut session, mut password) = (None, "demo".to_owned(), "demo".to_owned());
@@ -64,6 +78,13 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
             "--scenario" => options.scenario = value()?,
             "--seconds" => options.seconds = value()?.parse().context("--seconds")?,
             "--connections" => options.connections = value()?.parse().context("--connections")?,
+            "--store" => {
+                options.memory = match value()?.as_str() {
+                    "memory" => Some(true),
+                    "sqlite" => Some(false),
+                    other => bail!("--store is sqlite or memory, not `{other}`"),
+                }
+            }
             "--url" => url = Some(value()?),
             "--session" => session = value()?,
             "--password" => password = value()?,
@@ -94,23 +115,29 @@ impl Drop for ServerProcess {
     }
 }
 
-fn start_server() -> Result<(ServerProcess, Target)> {
+/// Starts `sealbus serve --demo` on a free loopback port, in memory or with a fresh SQLite store.
+fn start_server(memory: bool) -> Result<(ServerProcess, Target)> {
     let binary = super::steps::build_release_server()?;
-    // The default store, started empty each run, under target/ (out of the working tree).
-    let store = super::steps::root().join("target").join("sealbus-load.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let mut file = store.clone().into_os_string();
-        file.push(suffix);
-        match std::fs::remove_file(&file) {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-                return Err(err).with_context(|| format!("removing {}", store.display()));
+    let mut command = Command::new(&binary);
+    command.args(["serve", "--demo", "--listen", "127.0.0.1:0"]);
+    if memory {
+        command.arg("--memory");
+    } else {
+        // The default store, started empty each run, under target/ (out of the working tree).
+        let store = super::steps::root().join("target").join("sealbus-load.db");
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = store.clone().into_os_string();
+            file.push(suffix);
+            match std::fs::remove_file(&file) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(err).with_context(|| format!("removing {}", store.display()));
+                }
+                _ => {}
             }
-            _ => {}
         }
+        command.arg("--store").arg(&store);
     }
-    let mut child = Command::new(&binary)
-        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--store"])
-        .arg(&store)
+    let mut child = command
         .env_remove("SEALBUS_MEMORY")
         .env_remove("SEALBUS_CONFIG")
         .env("RUST_LOG", "warn")
@@ -183,7 +210,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let (server, target) = match options.target.clone() {
         Some(target) => (None, target),
         None => {
-            let (server, target) = start_server()?;
+            let memory = options.memory.unwrap_or(options.scenario == "client");
+            let (server, target) = start_server(memory)?;
             (Some(server), target)
         }
     };
@@ -209,6 +237,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         }
         if wanted("idle") {
             scenarios::idle(&target, options.connections, || pid.and_then(rss_kib)).await?;
+        }
+        if wanted("client") {
+            client::run(&target, seconds).await?;
         }
         anyhow::Ok(())
     })?;
