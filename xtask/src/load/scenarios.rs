@@ -191,9 +191,11 @@ async fn fanout(
     })
 }
 
-/// Finds the highest publish rate (doubling from `start_rate`) that `publishers` → `subscribers`
-/// sustains without losing a delivery, then measures latency at half of it. An open-loop flood is
-/// not a throughput figure: the server rightly disconnects subscribers that cannot keep up.
+/// Finds the highest publish rate that `publishers` → `subscribers` sustains without losing a
+/// delivery (doubling from `start_rate`, then [`REFINE_STEPS`] bisections between the last
+/// lossless rate and the first lossy one), then measures latency at half of it. An open-loop
+/// flood is not a throughput figure: the server rightly disconnects subscribers that cannot
+/// keep up.
 pub(crate) async fn fanout_search(
     target: &Target,
     publishers: usize,
@@ -205,13 +207,22 @@ pub(crate) async fn fanout_search(
     let mut best: Option<f64> = None;
     let mut rate = start_rate;
     loop {
-        let figures = fanout(target, publishers, subscribers, step, rate).await?;
-        let kept_up = figures.publish_rate >= rate * 0.9;
-        if !figures.lossless || !kept_up {
+        if !sustains(target, publishers, subscribers, step, rate).await? {
             break;
         }
         best = Some(rate);
         rate *= 2.0;
+    }
+    if let Some(good) = best.as_mut() {
+        let mut lossy = rate;
+        for _ in 0..REFINE_STEPS {
+            let middle = ((*good + lossy) / 2.0).round();
+            if sustains(target, publishers, subscribers, step, middle).await? {
+                *good = middle;
+            } else {
+                lossy = middle;
+            }
+        }
     }
     let Some(best) = best else {
         println!(
@@ -226,6 +237,22 @@ pub(crate) async fn fanout_search(
     println!("fanout {publishers}->{subscribers}: latency at half that rate");
     fanout(target, publishers, subscribers, step * 2, best / 2.0).await?;
     Ok(())
+}
+
+/// Bisections of the fan-out search after doubling found a lossy rate (the answer is then
+/// within 1/8 of the last doubling step).
+const REFINE_STEPS: usize = 3;
+
+/// Whether `rate` publishes/s were all delivered and the publishers kept the pace.
+async fn sustains(
+    target: &Target,
+    publishers: usize,
+    subscribers: usize,
+    step: Duration,
+    rate: f64,
+) -> Result<bool> {
+    let figures = fanout(target, publishers, subscribers, step, rate).await?;
+    Ok(figures.lossless && figures.publish_rate >= rate * 0.9)
 }
 
 /// A subscriber that acknowledges every message that asks for it.
