@@ -3,7 +3,8 @@
 //! Starts a release `sealbus serve --demo` as a child process (or uses `--url`), then runs the
 //! scenarios of the server issue and prints their figures: fan-out 1 → 100 with 128-byte QoS 0
 //! payloads (deliveries/s, latency percentiles from a timestamp in the payload, then again at half
-//! that rate), 100 → 100, publish_with_ack round trips/s with 10 subscribers, and the server's RSS
+//! that rate), 100 → 100, publish_with_ack round trips/s with 10 subscribers, QoS 1 confirmed
+//! publishes/s with 10 acking subscribers (`qos1`, the durability issue), and the server's RSS
 //! per idle authenticated connection with one subscription. The `client` scenario measures the
 //! SDK instead: publishes/s and received messages/s of one `sealbus::Client`. Figures are
 //! printed, never asserted.
