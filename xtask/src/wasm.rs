@@ -7,7 +7,7 @@
 //!   `--target nodejs` into `bindings/wasm/dist/` (gitignored);
 //! * [`test()`] runs the Node tests against a real `sealbus serve`, then the headless Chromium
 //!   test, and fails unless tests really ran;
-//! * [`bench`] measures the SDK's receive rate in Node and Chromium against a release server.
+//! * [`bench()`] measures the SDK's receive rate in Node and Chromium against a release server.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
