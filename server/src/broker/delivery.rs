@@ -204,13 +204,9 @@ fn try_write(
         return Err(copy);
     };
     let did = client.next_did + 1;
-    let aid = copy.ack.as_ref().map(|(aid, _)| *aid);
-    let Some(text) = encode(&copy_frame(
-        &copy.message,
-        Some(did),
-        aid,
-        copy.attempts > 0,
-    )) else {
+    // The message's frame is encoded once for all its subscribers; only the copy's own fields
+    // are added here (encoding the whole frame per copy was 15% of the server under QoS 1 load).
+    let Some(text) = copy.text(did, copy.attempts > 0) else {
         return Ok(());
     };
     let item = match &copy.ack {
