@@ -425,7 +425,7 @@ fn frame_too_large() -> Kill {
 
 fn push_error(outbox: &Outbox, err: &ProtocolError) {
     if let Ok(text) = Codec::encode_server(&ServerFrame::Error(err.to_frame())) {
-        outbox.push(Outbound::Frame(text.into()));
+        outbox.push_answer(Outbound::Frame(text.into()));
     }
 }
 

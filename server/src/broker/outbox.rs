@@ -4,6 +4,10 @@
 //! slow client cannot slow the publisher or the other subscribers: QoS 0 copies are dropped when
 //! the queue is full, and a client that keeps its queue full is disconnected as a slow consumer.
 //! The queue is bounded both in frames and in bytes, so large messages cannot pile up either.
+//! Answers to the client's own requests (`published`, relayed ack responses, errors, ...) may use
+//! [`ANSWER_HEADROOM`] times the frame bound (the byte bound still applies): their number is set
+//! by the client's own window of requests, and a publisher with many publish_with_ack in flight
+//! gets a burst of them.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -56,6 +60,14 @@ impl Outbound {
         }
     }
 }
+
+/// How many times the frame bound answers may fill the queue before the client counts as a slow
+/// consumer. A publisher with its whole window of requests in flight (`max_inflight`, 1 000 by
+/// default) as publish_with_ack to 10 subscribers has up to 12 000 answers coming; with the
+/// default 1 024 frames this allows 65 536. Memory stays bounded by the queue's byte bound
+/// (16 MiB by default), which applies to answers as to everything else; the channel allocates
+/// its slots as they fill, not up front.
+pub const ANSWER_HEADROOM: usize = 64;
 
 /// The bounds of an outbound queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,7 +176,7 @@ pub struct Outbox {
 impl Outbox {
     /// A queue with `limits`; returns the broker's side and the writer's side.
     pub fn new(limits: QueueLimits, metrics: Arc<SessionMetrics>) -> (Outbox, Inbox) {
-        let (tx, rx) = mpsc::channel(limits.frames.max(1));
+        let (tx, rx) = mpsc::channel(limits.frames.max(1).saturating_mul(ANSWER_HEADROOM));
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let outbox = Outbox {
             tx,
@@ -187,11 +199,15 @@ impl Outbox {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
-    /// Queues `item` unless the queue is full in frames or bytes; gives it back when full.
-    fn try_push(&self, item: Outbound) -> Result<(), Option<Outbound>> {
+    /// Queues `item` unless the queue holds `frames` frames or is full in bytes; gives it back
+    /// when full.
+    fn try_push(&self, item: Outbound, frames: usize) -> Result<(), Option<Outbound>> {
         let len = item.len();
         let queued = self.queued_bytes.load(Ordering::Relaxed);
         if queued > 0 && queued.saturating_add(len) > self.limits.bytes {
+            return Err(Some(item));
+        }
+        if self.depth() >= frames {
             return Err(Some(item));
         }
         match self.tx.try_send(item) {
@@ -208,13 +224,22 @@ impl Outbox {
     /// Queues `item` if the queue has room; false when it is full or closed (the caller keeps
     /// the item, e.g. a QoS 1 copy that waits in the client's delivery queue).
     pub fn offer(&self, item: Outbound) -> bool {
-        self.try_push(item).is_ok()
+        self.try_push(item, self.limits.frames).is_ok()
     }
 
-    /// Queues a frame that must not be lost (answers, ack copies, replays); a full queue
-    /// disconnects the client as a slow consumer.
+    /// Queues a frame that must not be lost (ack copies, replays, retained messages); a full
+    /// queue disconnects the client as a slow consumer.
     pub fn push(&self, item: Outbound) {
-        if let Err(Some(_)) = self.try_push(item) {
+        if let Err(Some(_)) = self.try_push(item, self.limits.frames) {
+            self.slow_consumer();
+        }
+    }
+
+    /// Queues an answer to one of the client's own requests: like [`push`](Self::push), with
+    /// [`ANSWER_HEADROOM`] times the frame bound.
+    pub fn push_answer(&self, item: Outbound) {
+        let frames = self.limits.frames.saturating_mul(ANSWER_HEADROOM);
+        if let Err(Some(_)) = self.try_push(item, frames) {
             self.slow_consumer();
         }
     }
@@ -222,7 +247,7 @@ impl Outbox {
     /// Queues a QoS 0 copy; a full queue drops it, and too many drops in a row disconnect the
     /// client as a slow consumer.
     pub fn push_droppable(&self, text: Utf8Bytes) {
-        if let Err(Some(_)) = self.try_push(Outbound::Frame(text)) {
+        if let Err(Some(_)) = self.try_push(Outbound::Frame(text), self.limits.frames) {
             SessionMetrics::add(&self.metrics.drops, 1);
             let drops = self.drops_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
             if drops > self.limits.drop_tolerance {

@@ -86,11 +86,11 @@ fn confirm(answer: Option<Answer>, published: Published) -> Option<OnCommit> {
     Some(Box::new(move |result| {
         lock(&outstanding).remove(&id);
         match result {
-            Ok(()) => outbox.push(Outbound::Frame(text)),
+            Ok(()) => outbox.push_answer(Outbound::Frame(text)),
             Err(err) => {
                 let error = ErrorFrame::new(Some(id), ErrorCode::Internal, err.to_string());
                 if let Some(text) = encode(&ServerFrame::Error(error)) {
-                    outbox.push(Outbound::Frame(text));
+                    outbox.push_answer(Outbound::Frame(text));
                 }
             }
         }

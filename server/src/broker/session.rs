@@ -160,12 +160,14 @@ pub(super) struct State {
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
 impl State {
-    /// Encodes `frame` and queues it for `key` as a frame that must not be dropped.
+    /// Encodes `frame` and queues it for `key` as an answer to one of its own requests (welcome,
+    /// subscribed and the retained messages, relayed ack responses, errors, ...): it must not be
+    /// dropped, and it may use the queue's answer headroom.
     pub(super) fn send(&self, key: ClientKey, frame: &ServerFrame) {
         if let Some(outbox) = self.clients.get(&key).and_then(|c| c.outbox.as_ref())
             && let Some(text) = encode(frame)
         {
-            outbox.push(Outbound::Frame(text));
+            outbox.push_answer(Outbound::Frame(text));
         }
     }
 

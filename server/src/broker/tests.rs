@@ -346,3 +346,42 @@ async fn requests_waiting_for_the_store_are_bounded_and_their_ids_unique() {
         "the id is free again"
     );
 }
+
+#[test]
+fn answers_may_use_the_headroom_that_copies_may_not() {
+    let metrics = std::sync::Arc::new(crate::metrics::SessionMetrics::default());
+    let limits = QueueLimits {
+        frames: 2,
+        bytes: 1 << 20,
+        drop_tolerance: 100,
+    };
+    let (outbox, mut inbox) = Outbox::new(limits, metrics);
+    assert!(outbox.offer(Outbound::Frame("copy".into())));
+    assert!(outbox.offer(Outbound::Frame("copy".into())));
+    assert!(
+        !outbox.offer(Outbound::Frame("copy".into())),
+        "copies stop at the frame bound"
+    );
+    outbox.push_droppable("qos0".into());
+    assert_eq!(
+        outbox.depth(),
+        2,
+        "a QoS 0 copy is dropped at the frame bound"
+    );
+    let headroom = 2 * crate::broker::ANSWER_HEADROOM;
+    for _ in 2..headroom {
+        outbox.push_answer(Outbound::Frame("answer".into()));
+    }
+    assert_eq!(outbox.depth(), headroom);
+    assert!(
+        outbox.kill_switch().reason().is_none(),
+        "answers fit the headroom"
+    );
+    outbox.push_answer(Outbound::Frame("answer".into()));
+    assert_eq!(
+        outbox.kill_switch().reason().map(|k| k.code),
+        Some(sealbus::protocol::ErrorCode::SlowConsumer),
+        "a client that never reads its answers is still a slow consumer"
+    );
+    assert!(inbox.try_recv().is_some());
+}
