@@ -44,6 +44,9 @@ loopback port, with a fresh SQLite store in target/sealbus-load.db (the default 
 sync) or in memory (--store memory), and stops it afterwards. Load generator and server share this
 machine's cores; the figures include that.
 
+LOAD_WINDOW sets the requests in flight of `ack` (publish_with_ack, default 64) and `client`
+(default 256).
+
 The `client` scenario measures the Rust SDK (`sealbus::Client`) over a real socket, 128-byte
 payloads, plain and sealed: publishes/s of one client (QoS 0 and QoS 1, a window of publishes
 in flight; LOAD_WINDOW, default 256) and messages/s received (and opened) by one subscribing
