@@ -88,7 +88,12 @@ fn stdout(output: &Output) -> String {
 
 /// Starts `sealbus sub ...` and waits until it has subscribed (it says so on stderr).
 fn start_sub(served: &Served, args: &[&str]) -> Child {
-    let mut child = sealbus(served, args)
+    start_sub_with(sealbus(served, args))
+}
+
+/// [`start_sub`] with a prepared command.
+fn start_sub_with(mut command: Command) -> Child {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -327,4 +332,88 @@ fn session_commands_drive_the_admin_api() {
         .unwrap();
     assert!(!unauthorised.status.success());
     assert!(String::from_utf8_lossy(&unauthorised.stderr).contains("401"));
+}
+
+/// A TLS-terminating proxy on 127.0.0.1 in front of `backend`, with the test certificate of
+/// `localhost` and 127.0.0.1 (tests/tls: a test CA, valid until 2125, and its leaf).
+fn tls_proxy(backend: std::net::SocketAddr) -> std::net::SocketAddr {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut upstream) = tokio::net::TcpStream::connect(backend).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+                });
+            }
+        });
+    });
+    addr
+}
+
+#[test]
+fn the_client_speaks_wss_and_checks_the_servers_certificate() {
+    let served = serve();
+    let backend = served
+        .url
+        .trim_start_matches("ws://")
+        .trim_end_matches("/ws")
+        .parse()
+        .unwrap();
+    let proxy = tls_proxy(backend);
+    let wss = format!("wss://localhost:{}/ws", proxy.port());
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/ca.pem");
+    let over_tls = |args: &[&str]| {
+        let mut command = sealbus(&served, args);
+        command.env("SEALBUS_URL", &wss).env("SSL_CERT_FILE", ca);
+        command
+    };
+
+    let sub = start_sub_with(over_tls(&["sub", "tls/#", "--count", "1"]));
+    let published = over_tls(&["pub", "tls/hello", "over TLS", "--qos", "1"])
+        .output()
+        .unwrap();
+    assert!(published.status.success(), "{published:?}");
+    let line = finish(sub);
+    assert!(
+        line.contains("tls/hello") && line.contains("over TLS"),
+        "{line}"
+    );
+
+    // Without the test CA the certificate is not trusted, and the error says so.
+    let untrusted = sealbus(&served, &["pub", "tls/hello", "x"])
+        .env("SEALBUS_URL", &wss)
+        .env("SSL_CERT_FILE", "/nonexistent/ca.pem")
+        .output()
+        .unwrap();
+    assert!(!untrusted.status.success());
+    let err = String::from_utf8_lossy(&untrusted.stderr).to_lowercase();
+    assert!(err.contains("certificate"), "{err}");
 }
