@@ -379,7 +379,7 @@ fn tls_proxy(backend: std::net::SocketAddr) -> std::net::SocketAddr {
 }
 
 #[test]
-fn the_client_speaks_wss_and_checks_the_servers_certificate() {
+fn the_client_and_the_admin_commands_speak_tls_and_check_the_servers_certificate() {
     let served = serve();
     let backend = served
         .url
@@ -390,9 +390,13 @@ fn the_client_speaks_wss_and_checks_the_servers_certificate() {
     let proxy = tls_proxy(backend);
     let wss = format!("wss://localhost:{}/ws", proxy.port());
     let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/ca.pem");
+    let https = format!("https://localhost:{}", proxy.port());
     let over_tls = |args: &[&str]| {
         let mut command = sealbus(&served, args);
-        command.env("SEALBUS_URL", &wss).env("SSL_CERT_FILE", ca);
+        command
+            .env("SEALBUS_URL", &wss)
+            .env("SEALBUS_ADMIN_URL", &https)
+            .env("SSL_CERT_FILE", ca);
         command
     };
 
@@ -406,6 +410,9 @@ fn the_client_speaks_wss_and_checks_the_servers_certificate() {
         line.contains("tls/hello") && line.contains("over TLS"),
         "{line}"
     );
+    let sessions = over_tls(&["session", "list"]).output().unwrap();
+    assert!(sessions.status.success(), "{sessions:?}");
+    assert!(stdout(&sessions).contains("demo"), "{sessions:?}");
 
     // Without the test CA the certificate is not trusted, and the error says so.
     let untrusted = sealbus(&served, &["pub", "tls/hello", "x"])
@@ -416,4 +423,15 @@ fn the_client_speaks_wss_and_checks_the_servers_certificate() {
     assert!(!untrusted.status.success());
     let err = String::from_utf8_lossy(&untrusted.stderr).to_lowercase();
     assert!(err.contains("certificate"), "{err}");
+    let untrusted_admin = sealbus(&served, &["session", "list"])
+        .env("SEALBUS_ADMIN_URL", &https)
+        .env(
+            "SSL_CERT_FILE",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/server.pem"),
+        )
+        .output()
+        .unwrap();
+    assert!(!untrusted_admin.status.success());
+    let err = String::from_utf8_lossy(&untrusted_admin.stderr).to_lowercase();
+    assert!(err.contains("tls with localhost"), "{err}");
 }

@@ -1,8 +1,8 @@
 //! `sealbus session create|list|show|delete|message`: the admin API from the command line.
 //!
-//! Talks plain HTTP/1.1 to the server's admin API (`/api/...`) with the admin token; the tiny
-//! client here is enough for JSON requests to a Sealbus server and avoids an HTTP client
-//! dependency.
+//! Talks HTTP/1.1 (`http://`, or `https://` through rustls with the system's roots) to the
+//! server's admin API (`/api/...`) with the admin token; the tiny client here is enough for JSON
+//! requests to a Sealbus server and avoids an HTTP client dependency.
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Map, Value, json};
@@ -180,10 +180,16 @@ struct Api {
 impl Api {
     /// Sends one request; a 4xx/5xx answer becomes an error naming the protocol's code.
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
-        let rest = self
-            .base
-            .strip_prefix("http://")
-            .with_context(|| format!("admin URL {} must start with http://", self.base))?;
+        let (tls, rest) = if let Some(rest) = self.base.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = self.base.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            bail!(
+                "admin URL {} must start with http:// or https://",
+                self.base
+            )
+        };
         let (host, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let prefix = if prefix.is_empty() {
             String::new()
@@ -197,12 +203,21 @@ impl Api {
             self.token,
             body.len()
         );
-        let mut stream = tokio::net::TcpStream::connect(host)
+        let mut tcp = tokio::net::TcpStream::connect(host)
             .await
             .with_context(|| format!("connecting to {host}"))?;
-        stream.write_all(request.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
+        let raw = if tls {
+            let name = host_name(host);
+            let server_name = rustls::pki_types::ServerName::try_from(name.to_owned())
+                .with_context(|| format!("`{name}` is not a valid TLS server name"))?;
+            let mut stream = tls_connector()?
+                .connect(server_name, tcp)
+                .await
+                .with_context(|| format!("TLS with {host}"))?;
+            exchange(&mut stream, &request).await?
+        } else {
+            exchange(&mut tcp, &request).await?
+        };
         let (status, body) = parse_response(&raw)?;
         let value: Value = if body.trim().is_empty() {
             Value::Null
@@ -222,6 +237,51 @@ impl Api {
         }
         Ok(value)
     }
+}
+
+/// Writes `request` and reads the whole answer (the server closes after it: `Connection: close`).
+async fn exchange<S>(stream: &mut S, request: &str) -> Result<Vec<u8>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    match stream.read_to_end(&mut raw).await {
+        Ok(_) => Ok(raw),
+        // Some TLS terminators close without `close_notify`; the answer is complete anyway
+        // (`parse_response` checks its framing).
+        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => Ok(raw),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The host name of `host[:port]` (an IPv6 address without its brackets).
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
+/// A TLS connector trusting the system's root certificates (`SSL_CERT_FILE` or `SSL_CERT_DIR`
+/// replace them), as the WebSocket client does.
+fn tls_connector() -> Result<tokio_rustls::TlsConnector> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let errors: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
+        bail!(
+            "no root certificates to verify the admin API's TLS certificate ({}); set SSL_CERT_FILE",
+            errors.join("; ")
+        );
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
 }
 
 /// Splits an HTTP/1.1 response into its status and body (de-chunked when needed).
