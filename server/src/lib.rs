@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod participant;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod ws;
 
 pub use error::{Error, Result};

@@ -16,6 +16,7 @@ use crate::config::{Config, ServerOptions, SessionConfig, SessionSettings};
 use crate::error::{Error, Result};
 use crate::participant::Participant;
 use crate::store::{MemoryStore, SessionRecord, Store};
+use crate::tls::TlsListener;
 
 /// How long [`Server::serve`] waits for connections to drain after a shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -328,11 +329,41 @@ impl Server {
             })
             .await
             .map_err(Error::Io)?;
-        // Upgraded WebSocket connections are not awaited by axum: give them time to write
-        // their queues and close with `shutting_down`.
+        self.drain().await;
+        Ok(())
+    }
+
+    /// [`serve_router`](Self::serve_router) over TLS: every connection on `listener` is
+    /// handshaken with `acceptor` (see [`tls::acceptor`](crate::tls::acceptor)) before HTTP, so
+    /// clients connect to `wss://` and `https://`.
+    pub async fn serve_tls(
+        &self,
+        listener: TcpListener,
+        acceptor: tokio_rustls::TlsAcceptor,
+        app: Router,
+    ) -> Result<()> {
+        let mut stop = self.inner.shutdown.subscribe();
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        // `tap_io` gives the listener axum's peer-address plumbing (`ConnectInfo`); TCP_NODELAY
+        // is set before the handshake.
+        let listener = TlsListener::new(listener, acceptor)
+            .map_err(Error::Io)?
+            .tap_io(|_| {});
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            })
+            .await
+            .map_err(Error::Io)?;
+        self.drain().await;
+        Ok(())
+    }
+
+    /// Upgraded WebSocket connections are not awaited by axum: gives them time to write their
+    /// queues and close with `shutting_down`.
+    async fn drain(&self) {
         let mut connections = self.inner.connections.subscribe();
         let _ =
             tokio::time::timeout(DRAIN_TIMEOUT, connections.wait_for(|count| *count == 0)).await;
-        Ok(())
     }
 }

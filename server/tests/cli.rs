@@ -29,11 +29,11 @@ fn serve() -> Served {
     serve_with(&["--memory"])
 }
 
-/// `sealbus serve --demo` with `store_args` (`--memory`, or `--store PATH`).
-fn serve_with(store_args: &[&str]) -> Served {
+/// `sealbus serve --demo` with `args` (`--memory`, or `--store PATH`; `--tls-cert`, ...).
+fn serve_with(args: &[&str]) -> Served {
     let mut child = Command::new(BIN)
         .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
-        .args(store_args)
+        .args(args)
         .env("RUST_LOG", "warn")
         .env_remove("SEALBUS_ADMIN_TOKEN")
         .stdout(Stdio::piped())
@@ -44,8 +44,8 @@ fn serve_with(store_args: &[&str]) -> Served {
     let (mut url, mut token) = (None, None);
     while url.is_none() || token.is_none() {
         let line = lines.next().expect("serve exited early").unwrap();
-        if let Some(at) = line.find("ws://") {
-            url = line[at..].split_whitespace().next().map(str::to_owned);
+        if let Some(rest) = line.trim_start().strip_prefix("WebSocket: ") {
+            url = rest.split_whitespace().next().map(str::to_owned);
         }
         if line.contains("Admin token") {
             token = line.rsplit(' ').next().map(str::to_owned);
@@ -54,7 +54,7 @@ fn serve_with(store_args: &[&str]) -> Served {
     std::thread::spawn(move || for _ in lines {});
     let url = url.unwrap();
     let http = url
-        .replace("ws://", "http://")
+        .replacen("ws", "http", 1)
         .trim_end_matches("/ws")
         .to_owned();
     Served {
@@ -334,69 +334,31 @@ fn session_commands_drive_the_admin_api() {
     assert!(String::from_utf8_lossy(&unauthorised.stderr).contains("401"));
 }
 
-/// A TLS-terminating proxy on 127.0.0.1 in front of `backend`, with the test certificate of
-/// `localhost` and 127.0.0.1 (tests/tls: a test CA, valid until 2125, and its leaf).
-fn tls_proxy(backend: std::net::SocketAddr) -> std::net::SocketAddr {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
-    let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            while let Ok((tcp, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let Ok(mut upstream) = tokio::net::TcpStream::connect(backend).await else {
-                        return;
-                    };
-                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
-                });
-            }
-        });
-    });
-    addr
-}
+/// The test certificates: a test CA, and its leaf for `localhost` and 127.0.0.1 (tests/tls).
+const TLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls");
 
 #[test]
-fn the_client_and_the_admin_commands_speak_tls_and_check_the_servers_certificate() {
-    let served = serve();
-    let backend = served
+fn over_tls_the_server_client_and_admin_commands_check_the_certificate() {
+    let (cert, key) = (format!("{TLS}/server.pem"), format!("{TLS}/server.key"));
+    let served = serve_with(&["--memory", "--tls-cert", &cert, "--tls-key", &key]);
+    assert!(served.url.starts_with("wss://127.0.0.1:"), "{}", served.url);
+    assert!(served.http.starts_with("https://"), "{}", served.http);
+    // By name as well as by address: the certificate names both.
+    let port = served
         .url
-        .trim_start_matches("ws://")
-        .trim_end_matches("/ws")
-        .parse()
-        .unwrap();
-    let proxy = tls_proxy(backend);
-    let wss = format!("wss://localhost:{}/ws", proxy.port());
-    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/ca.pem");
-    let https = format!("https://localhost:{}", proxy.port());
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/ws");
+    let wss = format!("wss://localhost:{port}/ws");
+    let ca = format!("{TLS}/ca.pem");
+    let https = served.http.clone();
     let over_tls = |args: &[&str]| {
         let mut command = sealbus(&served, args);
         command
             .env("SEALBUS_URL", &wss)
             .env("SEALBUS_ADMIN_URL", &https)
-            .env("SSL_CERT_FILE", ca);
+            .env("SSL_CERT_FILE", &ca);
         command
     };
 
@@ -425,13 +387,21 @@ fn the_client_and_the_admin_commands_speak_tls_and_check_the_servers_certificate
     assert!(err.contains("certificate"), "{err}");
     let untrusted_admin = sealbus(&served, &["session", "list"])
         .env("SEALBUS_ADMIN_URL", &https)
-        .env(
-            "SSL_CERT_FILE",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/server.pem"),
-        )
+        .env("SSL_CERT_FILE", &cert)
         .output()
         .unwrap();
     assert!(!untrusted_admin.status.success());
     let err = String::from_utf8_lossy(&untrusted_admin.stderr).to_lowercase();
-    assert!(err.contains("tls with localhost"), "{err}");
+    assert!(err.contains("tls with 127.0.0.1"), "{err}");
+
+    // A plain-text client gets nowhere, and the server goes on.
+    let plain = sealbus(&served, &["pub", "tls/hello", "x"])
+        .env("SEALBUS_URL", served.url.replacen("wss", "ws", 1))
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+    let again = over_tls(&["pub", "tls/hello", "still up"])
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{again:?}");
 }

@@ -19,6 +19,7 @@ use sealbus_server::store::{MemoryStore, SqliteStore, Store, SyncMode};
                   SEALBUS_LOG_FORMAT=json writes JSON lines.\n\nExamples:\n  \
                   sealbus serve --demo\n  \
                   sealbus serve --demo --memory\n  \
+                  sealbus serve --demo --tls-cert fullchain.pem --tls-key privkey.pem --listen 0.0.0.0:443\n  \
                   sealbus serve --config sealbus.toml --listen 0.0.0.0:7070 --store /var/lib/sealbus/sealbus.db"
 )]
 pub(crate) struct ServeArgs {
@@ -50,6 +51,22 @@ pub(crate) struct ServeArgs {
     /// `normal` survives a crash or kill of the process, not of the machine (default `full`).
     #[arg(long, env = "SEALBUS_SYNC", value_name = "MODE")]
     sync: Option<SyncArg>,
+    /// Serve TLS (wss://, https://) with this certificate chain (PEM); needs --tls-key.
+    #[arg(
+        long,
+        env = "SEALBUS_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "SEALBUS_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
 }
 
 /// `--sync` values.
@@ -99,6 +116,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
     let (store, store_line) = open_store(&config)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(sealbus_server::tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
         let server = Server::builder()
@@ -115,6 +136,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             &store_line,
             args.demo,
             args.console.is_some(),
+            tls.is_some(),
         );
         tracing::info!(%addr, "listening");
         let stopper = server.clone();
@@ -127,7 +149,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(dir) = args.console {
             app = app.merge(sealbus_server::console::routes(dir));
         }
-        server.serve_router(listener, app).await?;
+        match tls {
+            Some(acceptor) => server.serve_tls(listener, acceptor, app).await?,
+            None => server.serve_router(listener, app).await?,
+        }
         // Every confirmed write is committed already; this commits the rest before exit.
         if let Err(err) = store.flush() {
             tracing::error!(error = %err, "the store could not commit its last writes");
@@ -168,13 +193,19 @@ fn print_banner(
     store: &str,
     demo: bool,
     console: bool,
+    tls: bool,
 ) {
+    let (ws, http) = if tls {
+        ("wss", "https")
+    } else {
+        ("ws", "http")
+    };
     let mut text = format!(
-        "sealbus listening on {addr}\n  WebSocket: ws://{addr}/ws (subprotocol sealbus.v1)\n  \
-         Admin API: http://{addr}/api (OpenAPI at /api/openapi.json)\n{store}"
+        "sealbus listening on {addr}\n  WebSocket: {ws}://{addr}/ws (subprotocol sealbus.v1)\n  \
+         Admin API: {http}://{addr}/api (OpenAPI at /api/openapi.json)\n{store}"
     );
     if console {
-        text.push_str(&format!("  Web console: http://{addr}/console/\n"));
+        text.push_str(&format!("  Web console: {http}://{addr}/console/\n"));
     }
     if server.admin_token_generated() {
         text.push_str(&format!(
@@ -185,13 +216,13 @@ fn print_banner(
     if demo {
         text.push_str(&format!(
             "Demo session: name `demo`, password `demo`. Try:\n  \
-             websocat --protocol sealbus.v1 ws://{addr}/ws\n  \
+             websocat --protocol sealbus.v1 {ws}://{addr}/ws\n  \
              {{\"type\":\"hello\",\"v\":1,\"session\":\"demo\",\"auth\":{{\"password\":\"demo\"}}}}\n  \
              {{\"type\":\"subscribe\",\"id\":1,\"filter\":\"#\"}}\n  \
              curl -H \"Authorization: Bearer {}\" -d '{{\"topic\":\"hello\",\"data\":{{\"json\":\"hi\"}}}}' \
-             http://{addr}/api/sessions/demo/publish\n  \
-             sealbus sub '#' --url ws://{addr}/ws --password demo    (and in another terminal)\n  \
-             sealbus pub greetings/hi '\"hello\"' --url ws://{addr}/ws --password demo\n",
+             {http}://{addr}/api/sessions/demo/publish\n  \
+             sealbus sub '#' --url {ws}://{addr}/ws --password demo    (and in another terminal)\n  \
+             sealbus pub greetings/hi '\"hello\"' --url {ws}://{addr}/ws --password demo\n",
             if server.admin_token_generated() {
                 server.admin_token()
             } else {
