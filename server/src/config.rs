@@ -14,6 +14,10 @@
 //! [store]
 //! path = "sealbus.db"          # SQLite file; or `memory = true`
 //! sync = "full"                # or "normal"
+//!
+//! [tls]                        # optional: serve wss:// and https://
+//! cert = "/etc/sealbus/fullchain.pem"
+//! key = "/etc/sealbus/privkey.pem"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -38,6 +42,19 @@ pub struct Config {
     pub sessions: Vec<SessionConfig>,
     /// Where `sealbus serve` keeps its state.
     pub store: StoreConfig,
+    /// TLS of `sealbus serve` (plain HTTP and WebSocket when absent).
+    pub tls: Option<TlsConfig>,
+}
+
+/// The `[tls]` table: the PEM files `sealbus serve` serves TLS with (see
+/// [`tls::acceptor`](crate::tls::acceptor)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key of the leaf certificate.
+    pub key: PathBuf,
 }
 
 /// Debug output never shows the admin token.
@@ -52,6 +69,7 @@ impl std::fmt::Debug for Config {
             .field("server", &self.server)
             .field("sessions", &self.sessions)
             .field("store", &self.store)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -313,5 +331,19 @@ mod tests {
         );
         assert!(Config::from_toml("[store]\nsync = \"sometimes\"\n").is_err());
         assert!(Config::from_toml("[store]\nfile = \"x.db\"\n").is_err());
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        assert_eq!(Config::from_toml("").unwrap().tls, None);
+        let config = Config::from_toml("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n").unwrap();
+        assert_eq!(
+            config.tls,
+            Some(TlsConfig {
+                cert: PathBuf::from("c.pem"),
+                key: PathBuf::from("k.pem"),
+            })
+        );
+        assert!(Config::from_toml("[tls]\ncert = \"c.pem\"\n").is_err());
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use sealbus_server::Server;
-use sealbus_server::config::{Config, SessionConfig};
+use sealbus_server::config::{Config, SessionConfig, TlsConfig};
 use sealbus_server::store::{MemoryStore, SqliteStore, Store, SyncMode};
 
 /// Options of `sealbus serve`.
@@ -51,7 +51,8 @@ pub(crate) struct ServeArgs {
     /// `normal` survives a crash or kill of the process, not of the machine (default `full`).
     #[arg(long, env = "SEALBUS_SYNC", value_name = "MODE")]
     sync: Option<SyncArg>,
-    /// Serve TLS (wss://, https://) with this certificate chain (PEM); needs --tls-key.
+    /// Serve TLS (wss://, https://) with this certificate chain (PEM; overrides the file's
+    /// `[tls]`); needs --tls-key.
     #[arg(
         long,
         env = "SEALBUS_TLS_CERT",
@@ -116,9 +117,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
     let (store, store_line) = open_store(&config)?;
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(sealbus_server::tls::acceptor(cert, key)?),
-        _ => None,
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls = Some(TlsConfig { cert, key });
+    }
+    let tls = match &config.tls {
+        Some(files) => Some(sealbus_server::tls::acceptor(&files.cert, &files.key)?),
+        None => None,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
