@@ -16,7 +16,7 @@ use crate::config::{Config, ServerOptions, SessionConfig, SessionSettings};
 use crate::error::{Error, Result};
 use crate::participant::Participant;
 use crate::store::{MemoryStore, SessionRecord, Store};
-use crate::tls::TlsListener;
+use crate::tls::{Certificates, TlsListener};
 
 /// How long [`Server::serve`] waits for connections to drain after a shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -334,19 +334,20 @@ impl Server {
     }
 
     /// [`serve_router`](Self::serve_router) over TLS: every connection on `listener` is
-    /// handshaken with `acceptor` (see [`tls::acceptor`](crate::tls::acceptor)) before HTTP, so
+    /// handshaken with the current one of `certificates` (see
+    /// [`Certificates::load`](crate::tls::Certificates::load) and `reload`) before HTTP, so
     /// clients connect to `wss://` and `https://`.
     pub async fn serve_tls(
         &self,
         listener: TcpListener,
-        acceptor: tokio_rustls::TlsAcceptor,
+        certificates: Arc<Certificates>,
         app: Router,
     ) -> Result<()> {
         let mut stop = self.inner.shutdown.subscribe();
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
         // `tap_io` gives the listener axum's peer-address plumbing (`ConnectInfo`); TCP_NODELAY
         // is set before the handshake.
-        let listener = TlsListener::new(listener, acceptor)
+        let listener = TlsListener::new(listener, certificates)
             .map_err(Error::Io)?
             .tap_io(|_| {});
         axum::serve(listener, app)

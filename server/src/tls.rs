@@ -1,13 +1,14 @@
 //! TLS for the server itself (`sealbus serve --tls-cert --tls-key`): a certificate chain and key
-//! loaded from PEM files, and a listener that completes each TLS handshake in its own task, so a
-//! slow or silent peer never holds up the connections accepted after it.
+//! loaded from PEM files (and loaded again on demand, e.g. after a renewal), and a listener that
+//! completes each TLS handshake in its own task, so a slow or silent peer never holds up the
+//! connections accepted after it.
 //!
 //! The server can equally run behind a TLS-terminating proxy; this is for deployments without
 //! one.
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject as _;
@@ -57,6 +58,50 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// The server's certificate and key, from two PEM files that can be read again (after a
+/// renewal) while the server runs: connections accepted after [`reload`](Self::reload) use the
+/// new certificate, established ones keep theirs.
+pub struct Certificates {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Certificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificates")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Certificates {
+    /// Loads `cert` and `key` (see [`acceptor`] for the files and errors).
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<Certificates>> {
+        Ok(Arc::new(Certificates {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            current: RwLock::new(acceptor(cert, key)?),
+        }))
+    }
+
+    /// Reads both files again; on error the current certificate stays in use.
+    pub fn reload(&self) -> Result<()> {
+        let fresh = acceptor(&self.cert, &self.key)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        Ok(())
+    }
+
+    /// The acceptor for the next connection.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
 /// A TCP listener whose connections come out TLS-handshaken, for
 /// [`Server::serve_tls`](crate::server::Server::serve_tls).
 #[derive(Debug)]
@@ -67,12 +112,13 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// Starts accepting on `tcp`; each connection's handshake runs in its own task (at most
-    /// [`HANDSHAKE_TIMEOUT`]). Must be called inside a tokio runtime.
-    pub fn new(tcp: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<TlsListener> {
+    /// Starts accepting on `tcp` with the current one of `certificates`; each connection's
+    /// handshake runs in its own task (at most [`HANDSHAKE_TIMEOUT`]). Must be called inside a
+    /// tokio runtime.
+    pub fn new(tcp: TcpListener, certificates: Arc<Certificates>) -> std::io::Result<TlsListener> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(READY_BACKLOG);
-        let accepting = tokio::spawn(accept_loop(tcp, acceptor, tx));
+        let accepting = tokio::spawn(accept_loop(tcp, certificates, tx));
         Ok(TlsListener {
             local,
             ready,
@@ -106,7 +152,7 @@ impl axum::serve::Listener for TlsListener {
 
 async fn accept_loop(
     tcp: TcpListener,
-    acceptor: TlsAcceptor,
+    certificates: Arc<Certificates>,
     ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
 ) {
     loop {
@@ -122,7 +168,7 @@ async fn accept_loop(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(%err, "could not set TCP_NODELAY");
         }
-        let acceptor = acceptor.clone();
+        let acceptor = certificates.acceptor();
         let ready = ready.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -161,6 +207,23 @@ mod tests {
     #[test]
     fn the_test_certificate_and_key_load() {
         acceptor(&fixture("server.pem"), &fixture("server.key")).unwrap();
+    }
+
+    #[test]
+    fn a_failed_reload_keeps_the_current_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::copy(fixture("server.pem"), &cert).unwrap();
+        std::fs::copy(fixture("server.key"), &key).unwrap();
+        let certificates = Certificates::load(&cert, &key).unwrap();
+        let before = Arc::as_ptr(certificates.acceptor().config());
+        std::fs::write(&cert, "not a certificate").unwrap();
+        assert!(matches!(certificates.reload(), Err(Error::Config(_))));
+        assert_eq!(Arc::as_ptr(certificates.acceptor().config()), before);
+        std::fs::copy(fixture("renewed.pem"), &cert).unwrap();
+        std::fs::copy(fixture("renewed.key"), &key).unwrap();
+        certificates.reload().unwrap();
+        assert_ne!(Arc::as_ptr(certificates.acceptor().config()), before);
     }
 
     #[test]

@@ -340,7 +340,18 @@ const TLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls");
 #[test]
 fn over_tls_the_server_client_and_admin_commands_check_the_certificate() {
     let (cert, key) = (format!("{TLS}/server.pem"), format!("{TLS}/server.key"));
-    let served = serve_with(&["--memory", "--tls-cert", &cert, "--tls-key", &key]);
+    // The server reads copies, replaced by a renewed certificate at the end.
+    let dir = tempfile::tempdir().unwrap();
+    let (live_cert, live_key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::copy(&cert, &live_cert).unwrap();
+    std::fs::copy(&key, &live_key).unwrap();
+    let served = serve_with(&[
+        "--memory",
+        "--tls-cert",
+        live_cert.to_str().unwrap(),
+        "--tls-key",
+        live_key.to_str().unwrap(),
+    ]);
     assert!(served.url.starts_with("wss://127.0.0.1:"), "{}", served.url);
     assert!(served.http.starts_with("https://"), "{}", served.http);
     // By name as well as by address: the certificate names both.
@@ -404,4 +415,39 @@ fn over_tls_the_server_client_and_admin_commands_check_the_certificate() {
         .output()
         .unwrap();
     assert!(again.status.success(), "{again:?}");
+
+    // A renewal: new files, SIGHUP, and new connections get the new certificate.
+    let renewed_ca = format!("{TLS}/renewed-ca.pem");
+    let trusting_renewed = || {
+        sealbus(&served, &["pub", "tls/hello", "renewed"])
+            .env("SEALBUS_URL", &wss)
+            .env("SSL_CERT_FILE", &renewed_ca)
+            .output()
+            .unwrap()
+    };
+    assert!(!trusting_renewed().status.success(), "not renewed yet");
+    std::fs::copy(format!("{TLS}/renewed.pem"), &live_cert).unwrap();
+    std::fs::copy(format!("{TLS}/renewed.key"), &live_key).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &served.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let attempt = trusting_renewed();
+        if attempt.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never renewed: {attempt:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !over_tls(&["pub", "tls/hello", "old CA"])
+            .output()
+            .unwrap()
+            .status
+            .success(),
+        "the old certificate is gone"
+    );
 }

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use sealbus_server::Server;
 use sealbus_server::config::{Config, SessionConfig, TlsConfig};
 use sealbus_server::store::{MemoryStore, SqliteStore, Store, SyncMode};
+use sealbus_server::tls::Certificates;
 
 /// Options of `sealbus serve`.
 #[derive(clap::Args)]
@@ -52,7 +53,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SEALBUS_SYNC", value_name = "MODE")]
     sync: Option<SyncArg>,
     /// Serve TLS (wss://, https://) with this certificate chain (PEM; overrides the file's
-    /// `[tls]`); needs --tls-key.
+    /// `[tls]`); needs --tls-key. SIGHUP reads both files again (after a renewal).
     #[arg(
         long,
         env = "SEALBUS_TLS_CERT",
@@ -121,7 +122,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.tls = Some(TlsConfig { cert, key });
     }
     let tls = match &config.tls {
-        Some(files) => Some(sealbus_server::tls::acceptor(&files.cert, &files.key)?),
+        Some(files) => Some(Certificates::load(&files.cert, &files.key)?),
         None => None,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
@@ -154,7 +155,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             app = app.merge(sealbus_server::console::routes(dir));
         }
         match tls {
-            Some(acceptor) => server.serve_tls(listener, acceptor, app).await?,
+            Some(certificates) => {
+                tokio::spawn(reload_on_hangup(certificates.clone()));
+                server.serve_tls(listener, certificates, app).await?
+            }
             None => server.serve_router(listener, app).await?,
         }
         // Every confirmed write is committed already; this commits the rest before exit.
@@ -237,6 +241,29 @@ fn print_banner(
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
+}
+
+/// Reads the TLS certificate and key again on each SIGHUP (after a renewal); a file that does
+/// not load is logged and the current certificate stays.
+async fn reload_on_hangup(certificates: Arc<Certificates>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("SIGHUP cannot be handled: TLS certificates reload only on restart");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match certificates.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(err) => {
+                    tracing::error!(error = %err, "TLS certificate not reloaded; the current one stays")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(certificates);
 }
 
 /// Resolves on Ctrl-C, or on SIGTERM (what service managers and containers send) on Unix.
