@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::HeaderMap;
-use axum::serve::ListenerExt as _;
+use axum::serve::{Listener, ListenerExt as _, TapIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -314,8 +314,6 @@ impl Server {
     /// Serves `app` (this server's [`router`](Self::router) with more routes merged in, such
     /// as the [web console](crate::console)) on `listener` until [`shutdown`](Self::shutdown).
     pub async fn serve_router(&self, listener: TcpListener, app: Router) -> Result<()> {
-        let mut stop = self.inner.shutdown.subscribe();
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         // Frames are small and latency matters: without TCP_NODELAY, Nagle's algorithm and the
         // peer's delayed ACKs hold small writes back for tens of milliseconds.
         let listener = listener.tap_io(|stream| {
@@ -323,14 +321,7 @@ impl Server {
                 tracing::debug!(%err, "could not set TCP_NODELAY");
             }
         });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|stopped| *stopped).await;
-            })
-            .await
-            .map_err(Error::Io)?;
-        self.drain().await;
-        Ok(())
+        self.serve_on(listener, app).await
     }
 
     /// [`serve_router`](Self::serve_router) over TLS: every connection on `listener` is
@@ -343,28 +334,33 @@ impl Server {
         certificates: Arc<Certificates>,
         app: Router,
     ) -> Result<()> {
-        let mut stop = self.inner.shutdown.subscribe();
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         // `tap_io` gives the listener axum's peer-address plumbing (`ConnectInfo`); TCP_NODELAY
         // is set before the handshake.
         let listener = TlsListener::new(listener, certificates)
             .map_err(Error::Io)?
             .tap_io(|_| {});
+        self.serve_on(listener, app).await
+    }
+
+    /// Serves `app` on `listener` with each connection's peer address, until
+    /// [`shutdown`](Self::shutdown); then gives upgraded WebSocket connections (which axum
+    /// does not await) time to write their queues and close with `shutting_down`.
+    async fn serve_on<L, F>(&self, listener: TapIo<L, F>, app: Router) -> Result<()>
+    where
+        L: Listener<Addr = SocketAddr>,
+        F: FnMut(&mut L::Io) + Send + 'static,
+    {
+        let mut stop = self.inner.shutdown.subscribe();
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             })
             .await
             .map_err(Error::Io)?;
-        self.drain().await;
-        Ok(())
-    }
-
-    /// Upgraded WebSocket connections are not awaited by axum: gives them time to write their
-    /// queues and close with `shutting_down`.
-    async fn drain(&self) {
         let mut connections = self.inner.connections.subscribe();
         let _ =
             tokio::time::timeout(DRAIN_TIMEOUT, connections.wait_for(|count| *count == 0)).await;
+        Ok(())
     }
 }

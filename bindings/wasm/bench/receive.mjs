@@ -17,18 +17,16 @@
 // WebSocket path to it, is the limit); "publisher waited", the share of the time the publisher
 // slept on a full window (approximate); in Node, "subscriber thread busy", the event loop
 // utilization of the subscriber's thread (near 100%: the subscriber's thread is the limit).
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 
 import * as sdk from '../node.js';
 import { startServer } from '../tests/node/server.mjs';
+import { serveStatic } from '../tests/node/static.mjs';
 import { rawSubscribe } from './raw.js';
 
-const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const PAYLOAD = 128;
 const WINDOW = 8192;
 const DISTINCT_FRAMES = 1024;
@@ -107,22 +105,6 @@ function nodeHost() {
     },
     async close() {},
   };
-}
-
-/** Serves the package directory on 127.0.0.1 for the page. */
-function serveStatic() {
-  const types = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm' };
-  const server = createServer((req, res) => {
-    const file = path.join(packageRoot, decodeURIComponent(new URL(req.url, 'http://x').pathname));
-    if (!file.startsWith(packageRoot)) return res.writeHead(403).end();
-    try {
-      const body = readFileSync(file);
-      res.writeHead(200, { 'content-type': types[path.extname(file)] ?? 'application/octet-stream' }).end(body);
-    } catch {
-      res.writeHead(404).end();
-    }
-  });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
 }
 
 /** The Chromium subscriber: the SDK in a page of headless Chromium (bench/index.html). */

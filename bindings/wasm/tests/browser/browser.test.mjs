@@ -3,10 +3,8 @@
 // E2E interop with the Rust client, and reconnect after a server restart, driven from Node.
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 
 import { chromium } from 'playwright-core';
@@ -14,28 +12,7 @@ import { chromium } from 'playwright-core';
 import { scenarios } from '../scenarios.js';
 import { startProxy } from '../node/proxy.mjs';
 import { repo, runPeer, startServer, tempStore } from '../node/server.mjs';
-
-const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const types = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json' };
-
-/** Serves the package directory on 127.0.0.1 (port 0). */
-function serveStatic() {
-  const server = createServer((req, res) => {
-    const url = new URL(req.url, 'http://x');
-    const file = path.join(packageRoot, decodeURIComponent(url.pathname));
-    if (!file.startsWith(packageRoot)) {
-      res.writeHead(403).end();
-      return;
-    }
-    try {
-      const body = readFileSync(file);
-      res.writeHead(200, { 'content-type': types[path.extname(file)] ?? 'application/octet-stream' }).end(body);
-    } catch {
-      res.writeHead(404).end();
-    }
-  });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
-}
+import { packageRoot, serveStatic } from '../node/static.mjs';
 
 describe('sealbus in headless Chromium', () => {
   let sealbus;
