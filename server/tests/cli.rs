@@ -373,6 +373,14 @@ fn over_tls_the_server_client_and_admin_commands_check_the_certificate() {
         command
     };
 
+    // A peer that connects and never starts its handshake does not keep others out.
+    let silent = std::net::TcpStream::connect(
+        served
+            .url
+            .trim_start_matches("wss://")
+            .trim_end_matches("/ws"),
+    )
+    .unwrap();
     let sub = start_sub_with(over_tls(&["sub", "tls/#", "--count", "1"]));
     let published = over_tls(&["pub", "tls/hello", "over TLS", "--qos", "1"])
         .output()
@@ -383,6 +391,7 @@ fn over_tls_the_server_client_and_admin_commands_check_the_certificate() {
         line.contains("tls/hello") && line.contains("over TLS"),
         "{line}"
     );
+    drop(silent);
     let sessions = over_tls(&["session", "list"]).output().unwrap();
     assert!(sessions.status.success(), "{sessions:?}");
     assert!(stdout(&sessions).contains("demo"), "{sessions:?}");

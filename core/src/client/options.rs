@@ -18,7 +18,7 @@ pub struct ClientOptions {
 impl ClientOptions {
     /// Options for the server at `url` (for example `ws://127.0.0.1:7070/ws`, or
     /// `wss://bus.example.com/ws` through TLS, verified against the system's root certificates;
-    /// `SSL_CERT_FILE` or `SSL_CERT_DIR` replace them) and `session`.
+    /// `SSL_CERT_FILE` replaces them) and `session`.
     /// Set credentials with [`ClientOptions::password`] or [`ClientOptions::token`].
     pub fn new(url: impl Into<String>, session: impl Into<String>) -> ClientOptions {
         ClientOptions {

@@ -263,8 +263,8 @@ fn host_name(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(name, _)| name)
 }
 
-/// A TLS connector trusting the system's root certificates (`SSL_CERT_FILE` or `SSL_CERT_DIR`
-/// replace them), as the WebSocket client does.
+/// A TLS connector trusting the system's root certificates (`SSL_CERT_FILE`
+/// replaces them), as the WebSocket client does.
 fn tls_connector() -> Result<tokio_rustls::TlsConnector> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = rustls::RootCertStore::empty();
