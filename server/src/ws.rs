@@ -13,7 +13,7 @@ use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt as _, SinkExt, StreamExt};
 use sealbus::protocol::{
     ClientFrame, Codec, ErrorCode, ErrorFrame, Hello, PROTOCOL_VERSION, ProtocolError, SUBPROTOCOL,
     ServerFrame,
@@ -37,6 +37,11 @@ pub const READ_BUFFER_BYTES: usize = 2 * 1024;
 /// Write buffer per connection: frames are flushed once this much is buffered (small for the
 /// same reason as [`READ_BUFFER_BYTES`]).
 pub const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
+/// At most this many frames already read from one connection are handled under one hold of the
+/// session's lock ([`Session::handle_all`]), so that one busy connection cannot keep the others
+/// of its session waiting for long.
+const MAX_BATCH: usize = 32;
 
 /// Set once the missing-peer-address warning was logged.
 static NO_PEER_WARNED: AtomicBool = AtomicBool::new(false);
@@ -362,49 +367,80 @@ async fn read_loop(
             next = stream.next() => next,
         };
         last_received = Instant::now();
-        let message = match next {
-            None => return,
-            Some(Err(err)) => {
-                if is_capacity_error(&err) {
-                    kill.kill(frame_too_large());
+        let mut next = Some(next);
+        // The frames already readable are handled together (one hold of the session's lock).
+        // A new vector each time: a kept one would hold its largest batch on idle connections.
+        let mut batch = Vec::new();
+        while let Some(read) = next.take() {
+            let message = match read {
+                None => return finish(session, key, &mut batch),
+                Some(Err(err)) => {
+                    if is_capacity_error(&err) {
+                        kill.kill(frame_too_large());
+                    }
+                    return finish(session, key, &mut batch);
                 }
-                return;
-            }
-            Some(Ok(message)) => message,
-        };
-        match message {
-            Message::Text(text) => {
-                SessionMetrics::add(&metrics.messages_in, 1);
-                SessionMetrics::add(&metrics.bytes_in, text.len() as u64);
-                match codec.decode_client(text.as_bytes()) {
-                    Ok(frame) => {
-                        if session.handle(key, frame) == Flow::Close {
-                            return;
+                Some(Ok(message)) => message,
+            };
+            match message {
+                Message::Text(text) => {
+                    SessionMetrics::add(&metrics.messages_in, 1);
+                    SessionMetrics::add(&metrics.bytes_in, text.len() as u64);
+                    match codec.decode_client(text.as_bytes()) {
+                        Ok(frame) => batch.push(frame),
+                        Err(err) if err.code == ErrorCode::FrameTooLarge => {
+                            kill.kill(Kill {
+                                code: err.code,
+                                message: err.message,
+                                drain: false,
+                            });
+                            return finish(session, key, &mut batch);
+                        }
+                        Err(err) => {
+                            if handle_batch(session, key, &mut batch) == Flow::Close {
+                                return;
+                            }
+                            push_error(outbox, &err);
                         }
                     }
-                    Err(err) if err.code == ErrorCode::FrameTooLarge => {
-                        kill.kill(Kill {
-                            code: err.code,
-                            message: err.message,
-                            drain: false,
-                        });
+                }
+                Message::Binary(_) => {
+                    if handle_batch(session, key, &mut batch) == Flow::Close {
                         return;
                     }
-                    Err(err) => push_error(outbox, &err),
+                    push_error(
+                        outbox,
+                        &ProtocolError::new(
+                            ErrorCode::BinaryFrame,
+                            None,
+                            "binary frames are not accepted",
+                        ),
+                    );
                 }
+                Message::Close(_) => return finish(session, key, &mut batch),
+                Message::Ping(_) | Message::Pong(_) => {}
             }
-            Message::Binary(_) => push_error(
-                outbox,
-                &ProtocolError::new(
-                    ErrorCode::BinaryFrame,
-                    None,
-                    "binary frames are not accepted",
-                ),
-            ),
-            Message::Close(_) => return,
-            Message::Ping(_) | Message::Pong(_) => {}
+            if batch.len() < MAX_BATCH {
+                next = stream.next().now_or_never();
+            }
+        }
+        if handle_batch(session, key, &mut batch) == Flow::Close {
+            return;
         }
     }
+}
+
+/// Hands the gathered frames to the session (emptying `batch`).
+fn handle_batch(session: &Arc<Session>, key: u64, batch: &mut Vec<ClientFrame>) -> Flow {
+    if batch.is_empty() {
+        return Flow::Continue;
+    }
+    session.handle_all(key, batch.drain(..))
+}
+
+/// Handles the frames read before the connection ended.
+fn finish(session: &Arc<Session>, key: u64, batch: &mut Vec<ClientFrame>) {
+    handle_batch(session, key, batch);
 }
 
 /// Whether a read failed because the frame is over the WebSocket layer's size limit.

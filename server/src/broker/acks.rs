@@ -10,11 +10,16 @@ use sealbus::protocol::{
     ProtocolError, ServerFrame,
 };
 
+use super::delivery::Delivery;
 use super::session::{ClientKey, Session, State};
 use crate::metrics::SessionMetrics;
 
 /// How long a finished collection stays queryable with `ack_status`.
 const FINISHED_RETENTION: Duration = Duration::from_secs(60);
+
+/// Most finished collections a session keeps for `ack_status` (the oldest are forgotten first):
+/// a minute of 20 000 publish_with_ack/s would otherwise be over a million collections.
+pub(super) const FINISHED_KEPT: usize = 10_000;
 
 /// One publish_with_ack in progress (or recently finished).
 #[derive(Debug)]
@@ -28,44 +33,68 @@ pub(super) struct AckCollection {
     answered: Vec<Arc<str>>,
     outcome: Option<AckOutcome>,
     finished_at: Option<Instant>,
+    /// When the publisher stops waiting (a key of `State::ack_deadlines` until it finished).
+    deadline: Instant,
     /// Shared with the queued copies: set on cancel so writers skip them.
     cancelled: Arc<AtomicBool>,
 }
 
 impl AckCollection {
-    pub(super) fn insert(
-        state: &mut State,
-        aid: u64,
+    /// A collection waiting for `expected` until `deadline`.
+    pub(super) fn new(
         publisher: ClientKey,
         topic: Option<String>,
         expected: &[(Arc<str>, ClientKey)],
         cancelled: Arc<AtomicBool>,
-    ) {
-        Self::expire_finished(state);
-        state.acks.insert(
-            aid,
-            AckCollection {
-                publisher: Some(publisher),
-                topic,
-                expected: expected.iter().map(|(id, _)| id.clone()).collect(),
-                pending: expected.iter().cloned().collect(),
-                answered: Vec::new(),
-                outcome: None,
-                finished_at: None,
-                cancelled,
-            },
-        );
+        deadline: Instant,
+    ) -> Self {
+        AckCollection {
+            publisher: Some(publisher),
+            topic,
+            expected: expected.iter().map(|(id, _)| id.clone()).collect(),
+            pending: expected.iter().cloned().collect(),
+            answered: Vec::new(),
+            outcome: None,
+            finished_at: None,
+            deadline,
+            cancelled,
+        }
     }
 
-    /// Forgets collections that finished more than `FINISHED_RETENTION` ago (oldest first).
+    /// Registers `collection` as `aid`; it ends with `timeout` at its deadline unless it
+    /// finished before ([`Session::tick`] looks at deadlines: they have the tick's resolution).
+    pub(super) fn insert(state: &mut State, aid: u64, collection: Self) {
+        state.ack_deadlines.insert((collection.deadline, aid));
+        state.acks.insert(aid, collection);
+    }
+
+    /// Forgets collections that finished more than `FINISHED_RETENTION` ago, and the oldest
+    /// beyond `FINISHED_KEPT`.
     fn expire_finished(state: &mut State) {
         let now = Instant::now();
         while let Some(&(finished_at, aid)) = state.finished_acks.front() {
-            if now.duration_since(finished_at) < FINISHED_RETENTION {
+            if state.finished_acks.len() <= FINISHED_KEPT
+                && now.duration_since(finished_at) < FINISHED_RETENTION
+            {
                 break;
             }
             state.finished_acks.pop_front();
             state.acks.remove(&aid);
+        }
+    }
+
+    /// Ends every collection whose deadline passed with `timeout`, and forgets finished ones
+    /// past their retention.
+    pub(super) fn time_out(state: &mut State, now: Instant) {
+        Self::expire_finished(state);
+        while state
+            .ack_deadlines
+            .first()
+            .is_some_and(|&(deadline, _)| deadline <= now)
+        {
+            if let Some((_, aid)) = state.ack_deadlines.pop_first() {
+                Self::finish(state, aid, AckOutcome::Timeout);
+            }
         }
     }
 
@@ -118,6 +147,7 @@ impl AckCollection {
         let now = Instant::now();
         collection.outcome = Some(outcome);
         collection.finished_at = Some(now);
+        state.ack_deadlines.remove(&(collection.deadline, aid));
         state.finished_acks.push_back((now, aid));
         if outcome == AckOutcome::Cancelled {
             collection.cancelled.store(true, Ordering::Release);
@@ -132,19 +162,25 @@ impl AckCollection {
         if let Some(publisher) = publisher {
             state.send(publisher, &ServerFrame::AckDone(AckDone { aid, outcome }));
         }
+        Self::expire_finished(state);
     }
 }
 
 impl Session {
-    pub(super) fn ack(&self, key: ClientKey, f: Ack) -> Result<(), ProtocolError> {
+    /// Handles an `ack` from connection `key` with the session locked by the caller.
+    pub(super) fn ack(
+        &self,
+        state: &mut State,
+        d: &mut Delivery<'_>,
+        key: ClientKey,
+        f: Ack,
+    ) -> Result<(), ProtocolError> {
         SessionMetrics::add(&self.metrics.acks, 1);
-        let mut d = self.delivery();
-        let mut state = self.lock();
         if !state.clients.contains_key(&key) {
             return Err(ProtocolError::new(ErrorCode::Disconnected, None, "closing"));
         }
         if let Some(did) = f.did {
-            let settled = state.settle(key, did, &mut d);
+            let settled = state.settle(key, did, d);
             self.commit(std::mem::take(&mut d.writes), None);
             if !settled {
                 return Err(ProtocolError::new(
@@ -177,7 +213,7 @@ impl Session {
             },
             error: if f.ok { None } else { f.error },
         };
-        AckCollection::respond(&mut state, aid, response);
+        AckCollection::respond(state, aid, response);
         Ok(())
     }
 
@@ -217,12 +253,6 @@ impl Session {
         }
         AckCollection::finish(&mut state, f.aid, AckOutcome::Cancelled);
         Ok(())
-    }
-
-    /// The publisher's timeout passed.
-    pub(super) fn ack_timeout(&self, aid: u64) {
-        let mut state = self.lock();
-        AckCollection::finish(&mut state, aid, AckOutcome::Timeout);
     }
 }
 

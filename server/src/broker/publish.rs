@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sealbus::protocol::{
     AckExpect, ErrorCode, ErrorFrame, Payload, ProtocolError, Publish, Published, Qos, Send,
@@ -71,6 +71,8 @@ struct AckSpec {
     publisher: ClientKey,
     id: u64,
     topic: Option<String>,
+    /// When the publisher stops waiting.
+    deadline: Instant,
 }
 
 /// Sends `published` once the store committed the publish (or an `internal` error if it
@@ -108,14 +110,14 @@ fn store_direct(state: &State, target: ClientKey, message: &Arc<StoredMessage>, 
 }
 
 impl Session {
+    /// Handles a `publish` from connection `key` with the session locked by the caller.
     pub(super) fn publish(
-        self: &Arc<Self>,
+        &self,
+        state: &mut State,
+        d: &mut Delivery<'_>,
         key: ClientKey,
         f: Publish,
     ) -> Result<(), ProtocolError> {
-        let timeout = f.ack.map(|ack| ack.timeout_ms);
-        let mut d = self.delivery();
-        let mut state = self.lock();
         let client = state.clients.get(&key).ok_or_else(|| not_connected(f.id))?;
         if is_reserved(&f.topic) || !client.permissions.may_publish(&f.topic) {
             return Err(ProtocolError::new(
@@ -130,12 +132,8 @@ impl Session {
             admit(&answer.outstanding, id, self.settings().max_inflight)?;
         }
         let publisher = Publisher { key, answer };
-        let (aid, on_commit) = self.route(&mut state, &from, Some(publisher), f, &mut d)?;
+        let on_commit = self.route(state, &from, Some(publisher), f, d)?;
         self.commit(std::mem::take(&mut d.writes), on_commit);
-        drop(state);
-        if let (Some(aid), Some(timeout)) = (aid, timeout) {
-            self.start_ack_timer(aid, timeout);
-        }
         Ok(())
     }
 
@@ -189,7 +187,7 @@ impl Session {
         publisher: Option<Publisher>,
         f: Publish,
         d: &mut Delivery<'_>,
-    ) -> Result<(Option<u64>, Option<OnCommit>), ProtocolError> {
+    ) -> Result<Option<OnCommit>, ProtocolError> {
         self.check_size(&f.data, f.id)?;
         let answer_to = |publisher: Option<Publisher>| publisher.and_then(|p| p.answer);
         if let Some(mid) = &f.mid
@@ -205,7 +203,7 @@ impl Session {
                 };
                 confirm(answer_to(publisher), published)
             });
-            return Ok((None, on_commit));
+            return Ok(on_commit);
         }
         state.last_offset += 1;
         let offset = state.last_offset;
@@ -260,15 +258,16 @@ impl Session {
         {
             plain.mid = None;
         }
-        let result = match (f.ack, publisher, f.id) {
-            (Some(_), Some(publisher), Some(id)) => {
+        let on_commit = match (f.ack, publisher, f.id) {
+            (Some(ack), Some(publisher), Some(id)) => {
                 let spec = AckSpec {
                     publisher: publisher.key,
                     id,
                     topic: Some(message.topic.clone()),
+                    deadline: d.now + Duration::from_millis(ack.timeout_ms),
                 };
-                let aid = self.fan_out_with_ack(state, spec, &targets, &message, d);
-                (Some(aid), None)
+                self.fan_out_with_ack(state, spec, &targets, &message, d);
+                None
             }
             (_, publisher, id) => {
                 if f.qos == Qos::AtMostOnce {
@@ -292,7 +291,7 @@ impl Session {
                         state.give(*key, Copy::new(message.clone(), shared.clone()), d);
                     }
                 }
-                let on_commit = id.and_then(|id| {
+                id.and_then(|id| {
                     let published = Published {
                         id,
                         mid: message.mid.clone(),
@@ -301,14 +300,13 @@ impl Session {
                         queued: false,
                     };
                     confirm(answer_to(publisher), published)
-                });
-                (None, on_commit)
+                })
             }
         };
         if let ServerFrame::Message(plain) = frame {
             self.backplane.publish(self.name(), &plain);
         }
-        Ok(result)
+        Ok(on_commit)
     }
 
     /// Creates an ack collection for the connected `targets`, answers `ack_expect` and gives
@@ -321,11 +319,12 @@ impl Session {
         targets: &[ClientKey],
         message: &Arc<StoredMessage>,
         d: &mut Delivery<'_>,
-    ) -> u64 {
+    ) {
         let AckSpec {
             publisher,
             id,
             topic,
+            deadline,
         } = spec;
         state.next_aid += 1;
         let aid = state.next_aid;
@@ -345,7 +344,9 @@ impl Session {
             expected: expected.iter().map(|(id, _)| id.to_string()).collect(),
         });
         state.send(publisher, &expect);
-        AckCollection::insert(state, aid, publisher, topic, &expected, cancelled.clone());
+        let collection =
+            AckCollection::new(publisher, topic, &expected, cancelled.clone(), deadline);
+        AckCollection::insert(state, aid, collection);
         let qos1 = message.qos == Qos::AtLeastOnce;
         let shared = encode(&copy_frame(message, None, None, false));
         if qos1 {
@@ -382,7 +383,6 @@ impl Session {
         if expected.is_empty() {
             AckCollection::finish(state, aid, sealbus::protocol::AckOutcome::Complete);
         }
-        aid
     }
 
     pub(super) fn send_direct(
@@ -447,11 +447,10 @@ impl Session {
                     publisher: key,
                     id,
                     topic: None,
+                    deadline: d.now + Duration::from_millis(ack.timeout_ms),
                 };
-                let aid = self.fan_out_with_ack(&mut state, spec, &[target], &message, &mut d);
+                self.fan_out_with_ack(&mut state, spec, &[target], &message, &mut d);
                 self.commit(std::mem::take(&mut d.writes), None);
-                drop(state);
-                self.start_ack_timer(aid, ack.timeout_ms);
             }
             (_, id) => {
                 if f.qos == Qos::AtLeastOnce {
@@ -494,16 +493,6 @@ impl Session {
             ));
         }
         Ok(())
-    }
-
-    fn start_ack_timer(self: &Arc<Self>, aid: u64, timeout_ms: u64) {
-        let session = Arc::downgrade(self);
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(timeout_ms)).await;
-            if let Some(session) = session.upgrade() {
-                session.ack_timeout(aid);
-            }
-        });
     }
 }
 

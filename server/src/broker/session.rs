@@ -1,6 +1,6 @@
 //! [`Session`]: one virtual broker, its clients and its lock.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -9,7 +9,6 @@ use sealbus::protocol::{Auth, ClientFrame, Codec, ErrorCode, ProtocolError, Serv
 use sealbus::topic::SubscriptionIndex;
 use sha2::{Digest as _, Sha256};
 
-use super::Backplane;
 use super::acks::AckCollection;
 use super::dedup::Dedup;
 use super::delivery::{Copies, Delivery};
@@ -17,6 +16,7 @@ use super::history::History;
 use super::outbox::{Outbound, Outbox};
 use super::publish::{Answer, Outstanding};
 use super::tracking::Tracker;
+use super::{Backplane, IdMap, IdSet};
 use crate::auth::{self, Permissions};
 use crate::config::SessionSettings;
 use crate::error::{Error, Result};
@@ -78,7 +78,7 @@ pub(super) struct ClientEntry {
     /// QoS 1 copies held for this client.
     pub(super) copies: Copies,
     /// Ack ids this client is expected to answer.
-    pub(super) pending_aids: HashSet<u64>,
+    pub(super) pending_aids: IdSet<u64>,
     /// Its subscriptions and copies outlive the connection (and are stored).
     pub(super) persistent: bool,
     /// While a persistent client is away: when its state expires (ms since the Unix epoch).
@@ -101,7 +101,7 @@ impl ClientEntry {
             filters: BTreeSet::new(),
             next_did: 0,
             copies: Copies::default(),
-            pending_aids: HashSet::new(),
+            pending_aids: IdSet::default(),
             persistent,
             expires_at: None,
             outstanding: Outstanding::default(),
@@ -129,7 +129,7 @@ impl ClientEntry {
 /// The mutable state of a session, behind its lock.
 #[derive(Debug, Default)]
 pub(super) struct State {
-    pub(super) clients: HashMap<ClientKey, ClientEntry>,
+    pub(super) clients: IdMap<ClientKey, ClientEntry>,
     pub(super) by_id: HashMap<Arc<str>, ClientKey>,
     pub(super) index: SubscriptionIndex<ClientKey>,
     pub(super) next_key: ClientKey,
@@ -137,7 +137,9 @@ pub(super) struct State {
     /// Sequence number of the last direct message kept for a QoS 1 copy.
     pub(super) next_direct: u64,
     pub(super) next_aid: u64,
-    pub(super) acks: HashMap<u64, AckCollection>,
+    pub(super) acks: IdMap<u64, AckCollection>,
+    /// Deadlines of the unfinished collections, earliest first.
+    pub(super) ack_deadlines: BTreeSet<(Instant, u64)>,
     /// Finished collections in the order they finished, so expiring them costs nothing per publish.
     pub(super) finished_acks: VecDeque<(Instant, u64)>,
     pub(super) dedup: Dedup,
@@ -149,7 +151,7 @@ pub(super) struct State {
     /// time order (entries of settled copies are skipped when they come up).
     pub(super) retries: VecDeque<(Instant, ClientKey, u64)>,
     /// Clients whose queued copies wait for room in their outbound queue.
-    pub(super) backlogged: HashSet<ClientKey>,
+    pub(super) backlogged: IdSet<ClientKey>,
     /// Delivery status of QoS 1 messages.
     pub(super) tracker: Tracker,
     /// When the once-a-second work (expiry, history trim) last ran.
@@ -348,6 +350,8 @@ impl Session {
         let mut d = self.delivery();
         let mut state = self.lock();
         state.retry_due(&mut d);
+        state.forget_settled_retries();
+        AckCollection::time_out(&mut state, d.now);
         let backlogged: Vec<ClientKey> = state.backlogged.iter().copied().collect();
         for key in backlogged {
             state.flush_queue(key, &mut d);
@@ -382,8 +386,70 @@ impl Session {
     /// Handles one frame from connection `key`: routes it and queues the answers (errors
     /// included) to the connection's outbox.
     pub fn handle(self: &Arc<Self>, key: ClientKey, frame: ClientFrame) -> Flow {
-        let id = frame.request_id();
-        let result = match frame {
+        self.handle_all(key, [frame])
+    }
+
+    /// Handles frames of connection `key` in order, as [`Session::handle`] would one by one, but
+    /// takes the session's lock once for a run of `publish` and `ack` frames: under load a
+    /// connection's reader finds several frames at once, and handing the lock between the
+    /// workers once per frame was a sixth of the server's time.
+    pub fn handle_all(
+        self: &Arc<Self>,
+        key: ClientKey,
+        frames: impl IntoIterator<Item = ClientFrame>,
+    ) -> Flow {
+        let mut locked: Option<(Delivery<'_>, MutexGuard<'_, State>)> = None;
+        let mut flow = Flow::Continue;
+        for frame in frames {
+            let id = frame.request_id();
+            let result = match frame {
+                ClientFrame::Publish(f) => {
+                    let (d, state) = self.relock(&mut locked);
+                    self.publish(state, d, key, f)
+                }
+                ClientFrame::Ack(f) => {
+                    let (d, state) = self.relock(&mut locked);
+                    self.ack(state, d, key, f)
+                }
+                other => {
+                    locked = None;
+                    match self.handle_other(key, other) {
+                        Ok(Flow::Close) => {
+                            flow = Flow::Close;
+                            break;
+                        }
+                        result => result.map(drop),
+                    }
+                }
+            };
+            if let Err(mut err) = result {
+                if err.id.is_none() {
+                    err.id = id;
+                }
+                self.relock(&mut locked).1.send_error(key, &err);
+            }
+        }
+        flow
+    }
+
+    /// The lock and delivery settings held across [`Session::handle_all`]'s run of frames,
+    /// taken when the first frame needs them; `now` is refreshed for each frame.
+    fn relock<'a, 'b>(
+        &'a self,
+        locked: &'b mut Option<(Delivery<'a>, MutexGuard<'a, State>)>,
+    ) -> (&'b mut Delivery<'a>, &'b mut State) {
+        let (d, state) = locked.get_or_insert_with(|| (self.delivery(), self.lock()));
+        d.now = Instant::now();
+        (d, &mut **state)
+    }
+
+    /// Every frame but `publish` and `ack`; each takes the lock itself.
+    fn handle_other(
+        self: &Arc<Self>,
+        key: ClientKey,
+        frame: ClientFrame,
+    ) -> std::result::Result<Flow, ProtocolError> {
+        match frame {
             ClientFrame::Hello(_) => Err(ProtocolError::new(
                 ErrorCode::AlreadyAuthenticated,
                 None,
@@ -393,7 +459,7 @@ impl Session {
                 if bye.discard {
                     self.discard_on_leave(key);
                 }
-                return Flow::Close;
+                Ok(Flow::Close)
             }
             ClientFrame::Ping(ping) => {
                 let state = self.lock();
@@ -401,23 +467,18 @@ impl Session {
                     key,
                     &ServerFrame::Pong(sealbus::protocol::Pong { id: ping.id }),
                 );
-                Ok(())
+                Ok(Flow::Continue)
             }
-            ClientFrame::Subscribe(f) => self.subscribe(key, f),
-            ClientFrame::Unsubscribe(f) => self.unsubscribe(key, f),
-            ClientFrame::Publish(f) => self.publish(key, f),
-            ClientFrame::Send(f) => self.send_direct(key, f),
-            ClientFrame::Ack(f) => self.ack(key, f),
-            ClientFrame::AckStatus(f) => self.ack_status(key, f),
-            ClientFrame::AckCancel(f) => self.ack_cancel(key, f),
-            ClientFrame::DeliveryStatus(f) => self.delivery_status(key, f),
-        };
-        if let Err(mut err) = result {
-            if err.id.is_none() {
-                err.id = id;
+            ClientFrame::Subscribe(f) => self.subscribe(key, f).map(|()| Flow::Continue),
+            ClientFrame::Unsubscribe(f) => self.unsubscribe(key, f).map(|()| Flow::Continue),
+            ClientFrame::Send(f) => self.send_direct(key, f).map(|()| Flow::Continue),
+            ClientFrame::AckStatus(f) => self.ack_status(key, f).map(|()| Flow::Continue),
+            ClientFrame::AckCancel(f) => self.ack_cancel(key, f).map(|()| Flow::Continue),
+            ClientFrame::DeliveryStatus(f) => self.delivery_status(key, f).map(|()| Flow::Continue),
+            ClientFrame::Publish(_) | ClientFrame::Ack(_) => {
+                self.handle_all(key, [frame]);
+                Ok(Flow::Continue)
             }
-            self.lock().send_error(key, &err);
         }
-        Flow::Continue
     }
 }

@@ -385,3 +385,157 @@ fn answers_may_use_the_headroom_that_copies_may_not() {
     );
     assert!(inbox.try_recv().is_some());
 }
+
+fn join_with(session: &Session, id: &str, frames: usize) -> (u64, Inbox) {
+    let (outbox, mut rx) = Outbox::new(limits(frames), session.metrics().clone());
+    let connected = session
+        .connect(Some(id.into()), false, Permissions::default(), outbox)
+        .unwrap();
+    assert!(matches!(frame(&mut rx), Some(v) if v["type"] == "welcome"));
+    (connected.key, rx)
+}
+
+fn decode(frame: Value) -> ClientFrame {
+    Codec::default()
+        .decode_client(frame.to_string().as_bytes())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn frames_handled_together_are_answered_in_order_and_stop_at_bye() {
+    let session = session();
+    let (key, mut rx) = join(&session, "c");
+    let frames = [
+        json!({"type":"ack","did":5,"ok":true}),
+        json!({"type":"ping","id":2}),
+        json!({"type":"ack","did":6,"ok":true}),
+        json!({"type":"bye"}),
+        json!({"type":"ping","id":3}),
+    ];
+    let flow = session.handle_all(key, frames.into_iter().map(decode));
+    assert_eq!(flow, super::Flow::Close);
+    let answers: Vec<Value> = std::iter::from_fn(|| frame(&mut rx)).collect();
+    let shape: Vec<(Value, Value)> = answers
+        .iter()
+        .map(|a| (a["type"].clone(), a["code"].clone()))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (json!("error"), json!(3006)),
+            (json!("pong"), Value::Null),
+            (json!("error"), json!(3006)),
+        ],
+        "{answers:?}"
+    );
+    assert!(answers[0]["message"].as_str().unwrap().contains('5'));
+    assert!(answers[2]["message"].as_str().unwrap().contains('6'));
+}
+
+#[tokio::test]
+async fn finished_collections_are_kept_up_to_a_bound() {
+    let session = session();
+    let (publisher, mut rx) = join(&session, "p");
+    let mut aids = Vec::new();
+    for id in 1..=super::acks::FINISHED_KEPT as u64 + 1 {
+        handle(
+            &session,
+            publisher,
+            json!({"type":"publish","id":id,"topic":"nobody","data":{"json":1},"ack":{"timeout_ms":60000}}),
+        );
+        let expect = frame(&mut rx).unwrap();
+        assert_eq!(frame(&mut rx).unwrap()["outcome"], "complete");
+        aids.push(expect["aid"].clone());
+    }
+    let status = |aid: &Value, rx: &mut Inbox| {
+        handle(
+            &session,
+            publisher,
+            json!({"type":"ack_status","id":7,"aid":aid}),
+        );
+        frame(rx).unwrap()
+    };
+    assert_eq!(
+        status(&aids[0], &mut rx)["code"],
+        3005,
+        "the oldest is forgotten"
+    );
+    let last = status(aids.last().unwrap(), &mut rx);
+    assert_eq!(
+        (last["type"].clone(), last["outcome"].clone()),
+        (json!("ack_state"), json!("complete"))
+    );
+    assert_eq!(session.lock().acks.len(), super::acks::FINISHED_KEPT);
+}
+
+#[tokio::test]
+async fn a_publish_with_ack_times_out_at_the_first_tick_after_its_deadline() {
+    let session = session();
+    let (publisher, mut rx_p) = join(&session, "p");
+    let (sub, _rx_s) = join(&session, "s");
+    handle(
+        &session,
+        sub,
+        json!({"type":"subscribe","id":1,"filter":"t"}),
+    );
+    handle(
+        &session,
+        publisher,
+        json!({"type":"publish","id":2,"topic":"t","data":{"json":1},"ack":{"timeout_ms":30}}),
+    );
+    assert_eq!(frame(&mut rx_p).unwrap()["type"], "ack_expect");
+    session.tick();
+    assert!(frame(&mut rx_p).is_none(), "not before the deadline");
+    tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    session.tick();
+    let done = frame(&mut rx_p).unwrap();
+    assert_eq!(
+        (done["type"].clone(), done["outcome"].clone()),
+        (json!("ack_done"), json!("timeout"))
+    );
+    assert!(session.lock().ack_deadlines.is_empty());
+}
+
+#[tokio::test]
+async fn acknowledged_copies_leave_the_retry_queue_before_their_time() {
+    let session = session();
+    let (publisher, mut rx_p) = join_with(&session, "p", 8192);
+    let (sub, mut rx_s) = join_with(&session, "s", 8192);
+    handle(
+        &session,
+        sub,
+        json!({"type":"subscribe","id":1,"filter":"t"}),
+    );
+    frame(&mut rx_s);
+    let count = 5000;
+    for id in 0..count {
+        handle(
+            &session,
+            publisher,
+            json!({"type":"publish","id":id,"topic":"t","data":{"json":id},"qos":1}),
+        );
+        while frame(&mut rx_p).is_some() {}
+    }
+    let copies: Vec<Value> = std::iter::from_fn(|| frame(&mut rx_s)).collect();
+    assert_eq!(copies.len(), count as usize);
+    assert_eq!(session.lock().retries.len(), copies.len());
+    // All but the first are acknowledged: that one keeps its place at the front, the others'
+    // entries are compacted away (they are more than half of the queue).
+    for copy in &copies[1..] {
+        handle(
+            &session,
+            sub,
+            json!({"type":"ack","did":copy["did"],"ok":true}),
+        );
+    }
+    session.tick();
+    assert_eq!(session.lock().retries.len(), 1);
+    handle(
+        &session,
+        sub,
+        json!({"type":"ack","did":copies[0]["did"],"ok":true}),
+    );
+    session.tick();
+    assert!(session.lock().retries.is_empty());
+    assert!(frame(&mut rx_s).is_none(), "nothing was redelivered");
+}

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use sealbus::protocol::{CopyState, CopyStatus};
 
+use super::IdMap;
 use crate::store::{MessageKey, StoredMessage};
 
 /// The copies of one message.
@@ -34,7 +35,7 @@ pub struct Status {
 /// Every tracked QoS 1 message of a session.
 #[derive(Debug, Default)]
 pub(super) struct Tracker {
-    by_key: HashMap<MessageKey, Tracked>,
+    by_key: IdMap<MessageKey, Tracked>,
     by_mid: HashMap<String, MessageKey>,
     settled: VecDeque<MessageKey>,
     keep: usize,
@@ -75,14 +76,21 @@ impl Tracker {
     pub(super) fn update(
         &mut self,
         key: MessageKey,
-        client: &str,
+        client: &Arc<str>,
         state: CopyState,
         attempts: u32,
     ) {
         let Some(tracked) = self.by_key.get_mut(&key) else {
             return;
         };
-        let Some(copy) = tracked.copies.iter_mut().find(|(c, ..)| &**c == client) else {
+        // The copies hold the clients' own `Arc`s: comparing pointers first spares a string
+        // comparison per copy on every delivery and ack.
+        let position = tracked
+            .copies
+            .iter()
+            .position(|(c, ..)| Arc::ptr_eq(c, client))
+            .or_else(|| tracked.copies.iter().position(|(c, ..)| c == client));
+        let Some(copy) = position.map(|i| &mut tracked.copies[i]) else {
             return;
         };
         let was_open = is_open(copy.1);
@@ -169,12 +177,12 @@ mod tests {
         tracker.set_keep(1);
         let (m1, m2) = (message(1), message(2));
         tracker.start(&m1, vec!["a".into(), "b".into()]);
-        tracker.update(m1.key, "a", CopyState::Delivered, 1);
-        tracker.update(m1.key, "a", CopyState::Acknowledged, 1);
+        tracker.update(m1.key, &"a".into(), CopyState::Delivered, 1);
+        tracker.update(m1.key, &"a".into(), CopyState::Acknowledged, 1);
         let status = tracker.status("m1").unwrap();
         assert_eq!(status.copies[0].state, CopyState::Acknowledged);
         assert_eq!(status.copies[1].state, CopyState::Pending);
-        tracker.update(m1.key, "b", CopyState::Dead, 101);
+        tracker.update(m1.key, &"b".into(), CopyState::Dead, 101);
         assert_eq!(tracker.status("m1").unwrap().copies[1].attempts, 101);
         tracker.start(&m2, vec![]);
         assert!(

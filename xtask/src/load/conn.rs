@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -38,7 +39,9 @@ pub(crate) async fn connect(target: &Target, client_id: &str) -> Result<(Tx, Rx)
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static(sealbus::protocol::SUBPROTOCOL),
     );
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
+    // tungstenite zero-fills its whole free read buffer before each read (128 KiB by default).
+    let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
         .await
         .with_context(|| format!("connecting to {}", target.url))?;
     let (mut tx, mut rx) = ws.split();

@@ -11,65 +11,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use futures_util::{FutureExt as _, SinkExt, StreamExt};
-use sealbus::protocol::{Ack, ClientFrame, Codec, Payload, Publish, Qos, ServerFrame};
+use futures_util::SinkExt;
+use sealbus::protocol::{ClientFrame, Codec, Payload, Publish, Qos, ServerFrame};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use super::conn::{self, Rx, Target, Tx};
+use super::acker::acking_subscriber;
+use super::conn::{self, Target};
 use super::scenarios::{PAYLOAD_BYTES, percentile, run_prefix};
 
-/// What one subscriber saw.
-struct Received {
-    /// Copies received (redeliveries included).
-    copies: u64,
-    /// Redeliveries (`dup`).
-    duplicates: u64,
-}
-
-/// Acknowledges every QoS 1 copy until `stop`; counts what arrived. Acks of the frames that
-/// are already readable go out in one write.
-async fn acking_subscriber(mut tx: Tx, mut rx: Rx, stop: Arc<AtomicBool>) -> Result<Received> {
-    let codec = Codec::new(usize::MAX);
-    let mut received = Received {
-        copies: 0,
-        duplicates: 0,
-    };
-    while !stop.load(Ordering::Relaxed) {
-        let Ok(mut next) = tokio::time::timeout(Duration::from_millis(100), rx.next()).await else {
-            continue;
-        };
-        loop {
-            match next {
-                Some(Ok(WsMessage::Text(text))) => {
-                    if let Ok(ServerFrame::Message(message)) = codec.decode_server(text.as_bytes())
-                        && let Some(did) = message.did
-                    {
-                        received.copies += 1;
-                        received.duplicates += u64::from(message.dup);
-                        let ack = ClientFrame::Ack(Ack {
-                            did: Some(did),
-                            aid: None,
-                            ok: true,
-                            code: None,
-                            error: None,
-                        });
-                        tx.feed(WsMessage::text(Codec::encode_client(&ack)?))
-                            .await?;
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(err)) => bail!("subscriber connection failed: {err}"),
-                None => bail!("subscriber connection ended"),
-            }
-            match rx.next().now_or_never() {
-                Some(more) => next = more,
-                None => break,
-            }
-        }
-        tx.flush().await?;
-    }
-    Ok(received)
-}
+/// The request id of the publish template.
+const ID_ZERO: &str = "\"id\":0,";
 
 /// QoS 1 publishes with `window` in flight to `subscribers` acknowledging subscribers for
 /// `duration`; prints confirmed publishes/s, confirmation latency and whether every copy arrived.
@@ -93,6 +44,20 @@ pub(crate) async fn qos1(
         tasks.push(tokio::spawn(acking_subscriber(tx, rx, stop.clone())));
     }
     let (mut tx, mut rx) = conn::connect(target, &format!("{prefix}-q1-pub")).await?;
+    // Every publish is the same frame but for its request id: encoded once, the id spliced in.
+    let template = Codec::encode_client(&ClientFrame::Publish(Publish {
+        id: Some(0),
+        mid: None,
+        topic: topic.clone(),
+        data: Payload::Bytes(vec![7; PAYLOAD_BYTES]),
+        qos: Qos::AtLeastOnce,
+        retain: false,
+        ack: None,
+        notify_dead: false,
+    }))?;
+    if !template.contains(ID_ZERO) {
+        bail!("unexpected publish frame: {template}");
+    }
     let began = Instant::now();
     let deadline = began + duration;
     let mut sent_at: HashMap<u64, Instant> = HashMap::new();
@@ -100,18 +65,8 @@ pub(crate) async fn qos1(
     let mut latencies = Vec::new();
     while Instant::now() < deadline || !sent_at.is_empty() {
         while (sent_at.len() as u64) < window && Instant::now() < deadline {
-            let frame = ClientFrame::Publish(Publish {
-                id: Some(next_id),
-                mid: None,
-                topic: topic.clone(),
-                data: Payload::Bytes(vec![7; PAYLOAD_BYTES]),
-                qos: Qos::AtLeastOnce,
-                retain: false,
-                ack: None,
-                notify_dead: false,
-            });
-            tx.feed(WsMessage::text(Codec::encode_client(&frame)?))
-                .await?;
+            let frame = template.replacen(ID_ZERO, &format!("\"id\":{next_id},"), 1);
+            tx.feed(WsMessage::text(frame)).await?;
             sent_at.insert(next_id, Instant::now());
             next_id += 1;
         }

@@ -9,6 +9,7 @@
 //! SDK instead: publishes/s and received messages/s of one `sealbus::Client`. Figures are
 //! printed, never asserted.
 
+mod acker;
 mod client;
 mod conn;
 mod durable;

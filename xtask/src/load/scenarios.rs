@@ -9,10 +9,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use futures_util::{SinkExt, StreamExt};
 use sealbus::protocol::{
-    Ack, AckOutcome, AckRequest, ClientFrame, Codec, Payload, Publish, Qos, ServerFrame,
+    AckOutcome, AckRequest, ClientFrame, Codec, Payload, Publish, Qos, ServerFrame,
 };
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+use super::acker::acking_subscriber;
 use super::conn::{self, Rx, Target, Tx};
 
 /// Payload size of every scenario.
@@ -253,33 +254,6 @@ async fn sustains(
 ) -> Result<bool> {
     let figures = fanout(target, publishers, subscribers, step, rate).await?;
     Ok(figures.lossless && figures.publish_rate >= rate * 0.9)
-}
-
-/// A subscriber that acknowledges every message that asks for it.
-async fn acking_subscriber(mut tx: Tx, mut rx: Rx, stop: Arc<AtomicBool>) -> Result<()> {
-    let codec = Codec::new(usize::MAX);
-    while !stop.load(Ordering::Relaxed) {
-        let Ok(next) = tokio::time::timeout(Duration::from_millis(100), rx.next()).await else {
-            continue;
-        };
-        let Some(Ok(WsMessage::Text(text))) = next else {
-            continue;
-        };
-        if let Ok(ServerFrame::Message(message)) = codec.decode_server(text.as_bytes()) {
-            if message.aid.is_none() && message.did.is_none() {
-                continue;
-            }
-            let ack = ClientFrame::Ack(Ack {
-                did: message.did,
-                aid: message.aid,
-                ok: true,
-                code: None,
-                error: None,
-            });
-            conn::send(&mut tx, &ack).await?;
-        }
-    }
-    Ok(())
 }
 
 /// publish_with_ack round trips with `subscribers` acking subscribers, 64 in flight.

@@ -1,0 +1,143 @@
+//! The acknowledging subscriber of the `ack` and `qos1` scenarios.
+//!
+//! It reads only what an ack needs from each `message` frame (`did`, `aid`, `dup`) instead of
+//! decoding the whole frame, writes the acks of every frame already readable in one go, and so
+//! leaves the shared cores to the server under test.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use futures_util::{FutureExt as _, SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use super::conn::{Rx, Tx};
+
+/// What one subscriber saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Received {
+    /// QoS 1 copies received (redeliveries included).
+    pub(crate) copies: u64,
+    /// Redeliveries (`dup`).
+    pub(crate) duplicates: u64,
+    /// Messages that asked for an ack (a `did` or an `aid`), and were answered.
+    pub(crate) acked: u64,
+}
+
+/// The unsigned number after `"key":` in a frame's text. Inside a JSON string a quote is
+/// escaped, so the pattern only matches the field itself.
+fn number_after(text: &str, key: &str) -> Option<u64> {
+    let at = text.rfind(key)? + key.len();
+    let digits = text[at..].bytes().take_while(u8::is_ascii_digit).count();
+    text.get(at..at + digits)?.parse().ok()
+}
+
+/// The `ack` frame for a `message` frame's text, or `None` if it asks for none.
+fn ack_for(text: &str, received: &mut Received) -> Option<String> {
+    if !text.starts_with("{\"type\":\"message\"") {
+        return None;
+    }
+    let did = number_after(text, "\"did\":");
+    let aid = number_after(text, "\"aid\":");
+    if did.is_some() {
+        received.copies += 1;
+        received.duplicates += u64::from(text.ends_with(",\"dup\":true}"));
+    }
+    let mut ack = String::from("{\"type\":\"ack\"");
+    match (did, aid) {
+        (None, None) => return None,
+        (Some(did), Some(aid)) => ack.push_str(&format!(",\"did\":{did},\"aid\":{aid}")),
+        (Some(did), None) => ack.push_str(&format!(",\"did\":{did}")),
+        (None, Some(aid)) => ack.push_str(&format!(",\"aid\":{aid}")),
+    }
+    ack.push_str(",\"ok\":true}");
+    received.acked += 1;
+    Some(ack)
+}
+
+/// Acknowledges every message that asks for it until `stop`; acks of the frames that are
+/// already readable go out in one write. Returns what arrived.
+pub(crate) async fn acking_subscriber(
+    mut tx: Tx,
+    mut rx: Rx,
+    stop: Arc<AtomicBool>,
+) -> Result<Received> {
+    let mut received = Received::default();
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(mut next) = tokio::time::timeout(Duration::from_millis(100), rx.next()).await else {
+            continue;
+        };
+        loop {
+            match next {
+                Some(Ok(WsMessage::Text(text))) => {
+                    if let Some(ack) = ack_for(text.as_str(), &mut received) {
+                        tx.feed(WsMessage::text(ack)).await?;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(err)) => bail!("subscriber connection failed: {err}"),
+                None => bail!("subscriber connection ended"),
+            }
+            match rx.next().now_or_never() {
+                Some(more) => next = more,
+                None => break,
+            }
+        }
+        tx.flush().await?;
+    }
+    Ok(received)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sealbus::protocol::{ClientFrame, Codec, Message, Payload, Qos, ServerFrame};
+
+    /// A `message` frame as the server writes a copy: its fields, then `did`/`aid`/`dup`.
+    fn copy(did: Option<u64>, aid: Option<u64>, dup: bool) -> String {
+        let frame = ServerFrame::Message(Message {
+            topic: "run/q1".into(),
+            data: Payload::Bytes(vec![7; 128]),
+            from: "run-q1-pub".into(),
+            ts: 1,
+            offset: Some(12),
+            mid: Some("e-12".into()),
+            qos: Qos::AtLeastOnce,
+            retained: false,
+            replay: false,
+            did,
+            aid,
+            dup,
+        });
+        Codec::encode_server(&frame).expect("encodes")
+    }
+
+    #[test]
+    fn answers_what_the_copy_asks_for_with_a_frame_the_server_reads() {
+        let mut received = Received::default();
+        let codec = Codec::new(usize::MAX);
+        for (did, aid, dup) in [
+            (Some(17), None, false),
+            (Some(18), Some(9), true),
+            (None, Some(10), false),
+        ] {
+            let ack = ack_for(&copy(did, aid, dup), &mut received).expect("an ack");
+            let ClientFrame::Ack(ack) = codec.decode_client(ack.as_bytes()).expect("decodes")
+            else {
+                panic!("not an ack: {ack}");
+            };
+            assert_eq!((ack.did, ack.aid, ack.ok), (did, aid, true));
+        }
+        assert_eq!(
+            received,
+            Received {
+                copies: 2,
+                duplicates: 1,
+                acked: 3
+            }
+        );
+        assert_eq!(ack_for(&copy(None, None, false), &mut received), None);
+        assert_eq!(ack_for("{\"type\":\"pong\",\"id\":3}", &mut received), None);
+    }
+}
