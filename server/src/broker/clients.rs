@@ -194,7 +194,7 @@ impl Session {
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
         for copy in entry.copies.drain() {
-            state.tracker.abandon(copy.message.key, &entry.id);
+            state.tracker.abandon(copy.track.as_ref());
         }
         if entry.persistent {
             d.writes.push(Write::DropClient {
@@ -337,7 +337,7 @@ impl Session {
                     continue;
                 };
                 holders.entry(copy.key).or_default().push(id.clone());
-                let mut restored = Copy::new(message.clone(), None);
+                let mut restored = Copy::new(message.clone(), None, None);
                 restored.attempts = copy.attempts;
                 entry.copies.queued.push_back(restored);
             }
@@ -347,6 +347,14 @@ impl Session {
         for (key, clients) in holders {
             if let Some(message) = messages.get(&key) {
                 state.tracker.start(message, clients);
+            }
+        }
+        let State {
+            clients, tracker, ..
+        } = state;
+        for entry in clients.values_mut() {
+            for copy in &mut entry.copies.queued {
+                copy.track = tracker.track(copy.message.key, &entry.id);
             }
         }
     }

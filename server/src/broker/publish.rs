@@ -281,14 +281,15 @@ impl Session {
                         }
                     }
                 } else {
-                    let holders = targets
+                    let (keys, holders): (Vec<ClientKey>, Vec<Arc<str>>) = targets
                         .iter()
-                        .filter_map(|k| state.clients.get(k).map(|c| c.id.clone()))
-                        .collect();
-                    state.tracker.start(&message, holders);
+                        .filter_map(|k| state.clients.get(k).map(|c| (*k, c.id.clone())))
+                        .unzip();
+                    let tracks = state.tracker.start(&message, holders);
                     let shared = encode(&frame);
-                    for key in &targets {
-                        state.give(*key, Copy::new(message.clone(), shared.clone()), d);
+                    for (key, track) in keys.into_iter().zip(tracks) {
+                        let copy = Copy::new(message.clone(), shared.clone(), Some(track));
+                        state.give(key, copy, d);
                     }
                 }
                 id.and_then(|id| {
@@ -349,18 +350,21 @@ impl Session {
         AckCollection::insert(state, aid, collection);
         let qos1 = message.qos == Qos::AtLeastOnce;
         let shared = encode(&copy_frame(message, None, None, false));
-        if qos1 {
+        let mut tracks = if qos1 {
             let holders = expected.iter().chain(&away).map(|(id, _)| id.clone());
-            state.tracker.start(message, holders.collect());
-        }
+            state.tracker.start(message, holders.collect()).into_iter()
+        } else {
+            Vec::new().into_iter()
+        };
         for (_, key) in &expected {
+            let track = tracks.next();
             let Some(client) = state.clients.get_mut(key) else {
                 continue;
             };
             client.pending_aids.insert(aid);
             if qos1 {
                 store_direct(state, *key, message, d);
-                let mut copy = Copy::new(message.clone(), shared.clone());
+                let mut copy = Copy::new(message.clone(), shared.clone(), track);
                 copy.ack = Some((aid, cancelled.clone()));
                 state.give(*key, copy, d);
             } else if let Some(outbox) = &client.outbox
@@ -375,9 +379,10 @@ impl Session {
             }
         }
         if qos1 {
-            for (_, key) in &away {
+            for ((_, key), track) in away.iter().zip(tracks) {
                 store_direct(state, *key, message, d);
-                state.give(*key, Copy::new(message.clone(), shared.clone()), d);
+                let copy = Copy::new(message.clone(), shared.clone(), Some(track));
+                state.give(*key, copy, d);
             }
         }
         if expected.is_empty() {
@@ -456,8 +461,8 @@ impl Session {
                 if f.qos == Qos::AtLeastOnce {
                     store_direct(&state, target, &message, &mut d);
                     let holders = vec![Arc::<str>::from(f.to.as_str())];
-                    state.tracker.start(&message, holders);
-                    state.give(target, Copy::new(message.clone(), None), &mut d);
+                    let track = state.tracker.start(&message, holders).pop();
+                    state.give(target, Copy::new(message.clone(), None, track), &mut d);
                 } else {
                     state.send(target, &copy_frame(&message, None, None, false));
                 }

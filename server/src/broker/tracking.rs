@@ -7,18 +7,36 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
 use sealbus::protocol::{CopyState, CopyStatus};
 
 use super::IdMap;
 use crate::store::{MessageKey, StoredMessage};
 
-/// The copies of one message.
+/// The copies of one message. Shared by the tracker and the copies themselves (through their
+/// [`Track`]), so that a delivery or an ack updates its line without a lookup. Everything is
+/// changed under the session's lock; the atomics only make the sharing `Sync`.
 #[derive(Debug)]
 struct Tracked {
     message: Arc<StoredMessage>,
-    copies: Vec<(Arc<str>, CopyState, u32)>,
-    open: usize,
+    copies: Box<[TrackedCopy]>,
+    open: AtomicUsize,
+}
+
+/// One subscriber's line.
+#[derive(Debug)]
+struct TrackedCopy {
+    client: Arc<str>,
+    state: AtomicU8,
+    attempts: AtomicU32,
+}
+
+/// A copy's line in the tracker.
+#[derive(Debug, Clone)]
+pub(super) struct Track {
+    tracked: Arc<Tracked>,
+    slot: usize,
 }
 
 /// Status of a tracked message.
@@ -35,10 +53,28 @@ pub struct Status {
 /// Every tracked QoS 1 message of a session.
 #[derive(Debug, Default)]
 pub(super) struct Tracker {
-    by_key: IdMap<MessageKey, Tracked>,
+    by_key: IdMap<MessageKey, Arc<Tracked>>,
     by_mid: HashMap<String, MessageKey>,
     settled: VecDeque<MessageKey>,
     keep: usize,
+}
+
+const STATES: [CopyState; 4] = [
+    CopyState::Pending,
+    CopyState::Delivered,
+    CopyState::Acknowledged,
+    CopyState::Dead,
+];
+
+fn encode_state(state: CopyState) -> u8 {
+    STATES.iter().position(|s| *s == state).unwrap_or(0) as u8
+}
+
+fn decode_state(code: u8) -> CopyState {
+    STATES
+        .get(usize::from(code))
+        .copied()
+        .unwrap_or(CopyState::Pending)
 }
 
 fn is_open(state: CopyState) -> bool {
@@ -51,18 +87,33 @@ impl Tracker {
         self.keep = keep;
     }
 
-    /// Starts tracking `message` with a pending copy for each of `clients`.
-    pub(super) fn start(&mut self, message: &Arc<StoredMessage>, clients: Vec<Arc<str>>) {
+    /// Starts tracking `message` with a pending copy for each of `clients`; returns their
+    /// lines, in the same order.
+    pub(super) fn start(
+        &mut self,
+        message: &Arc<StoredMessage>,
+        clients: Vec<Arc<str>>,
+    ) -> Vec<Track> {
         let open = clients.len();
         let key = message.key;
-        let tracked = Tracked {
+        let tracked = Arc::new(Tracked {
             message: message.clone(),
             copies: clients
                 .into_iter()
-                .map(|c| (c, CopyState::Pending, 0))
+                .map(|client| TrackedCopy {
+                    client,
+                    state: AtomicU8::new(encode_state(CopyState::Pending)),
+                    attempts: AtomicU32::new(0),
+                })
                 .collect(),
-            open,
-        };
+            open: AtomicUsize::new(open),
+        });
+        let tracks = (0..open)
+            .map(|slot| Track {
+                tracked: tracked.clone(),
+                slot,
+            })
+            .collect();
         if let Some(replaced) = self.by_key.insert(key, tracked) {
             self.by_mid.remove(&replaced.message.mid);
         }
@@ -70,55 +121,54 @@ impl Tracker {
         if open == 0 {
             self.settle(key);
         }
+        tracks
+    }
+
+    /// The line of `client`'s copy of message `key` (for copies restored from the store).
+    pub(super) fn track(&self, key: MessageKey, client: &str) -> Option<Track> {
+        let tracked = self.by_key.get(&key)?;
+        let slot = tracked.copies.iter().position(|c| &*c.client == client)?;
+        Some(Track {
+            tracked: tracked.clone(),
+            slot,
+        })
     }
 
     /// Records a copy's new state.
-    pub(super) fn update(
-        &mut self,
-        key: MessageKey,
-        client: &Arc<str>,
-        state: CopyState,
-        attempts: u32,
-    ) {
-        let Some(tracked) = self.by_key.get_mut(&key) else {
+    pub(super) fn update(&mut self, track: Option<&Track>, state: CopyState, attempts: u32) {
+        let Some(Track { tracked, slot }) = track else {
             return;
         };
-        // The copies hold the clients' own `Arc`s: comparing pointers first spares a string
-        // comparison per copy on every delivery and ack.
-        let position = tracked
-            .copies
-            .iter()
-            .position(|(c, ..)| Arc::ptr_eq(c, client))
-            .or_else(|| tracked.copies.iter().position(|(c, ..)| c == client));
-        let Some(copy) = position.map(|i| &mut tracked.copies[i]) else {
+        let Some(copy) = tracked.copies.get(*slot) else {
             return;
         };
-        let was_open = is_open(copy.1);
-        copy.1 = state;
-        copy.2 = attempts;
+        let was_open = is_open(decode_state(copy.state.load(Ordering::Relaxed)));
+        copy.state.store(encode_state(state), Ordering::Relaxed);
+        copy.attempts.store(attempts, Ordering::Relaxed);
         if was_open && !is_open(state) {
-            tracked.open -= 1;
-            if tracked.open == 0 {
-                self.settle(key);
-            }
+            self.close(tracked);
         }
     }
 
     /// A client's copy will never be settled (it left without persistence): it stops counting
     /// as open, its last state stays visible.
-    pub(super) fn abandon(&mut self, key: MessageKey, client: &str) {
-        let Some(tracked) = self.by_key.get_mut(&key) else {
+    pub(super) fn abandon(&mut self, track: Option<&Track>) {
+        let Some(Track { tracked, slot }) = track else {
             return;
         };
         if tracked
             .copies
-            .iter()
-            .any(|(c, state, _)| &**c == client && is_open(*state))
+            .get(*slot)
+            .is_some_and(|c| is_open(decode_state(c.state.load(Ordering::Relaxed))))
         {
-            tracked.open -= 1;
-            if tracked.open == 0 {
-                self.settle(key);
-            }
+            self.close(tracked);
+        }
+    }
+
+    /// One of `tracked`'s copies stopped being open.
+    fn close(&mut self, tracked: &Tracked) {
+        if tracked.open.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.settle(tracked.message.key);
         }
     }
 
@@ -126,7 +176,10 @@ impl Tracker {
         self.settled.push_back(key);
         while self.settled.len() > self.keep {
             if let Some(old) = self.settled.pop_front()
-                && self.by_key.get(&old).is_some_and(|t| t.open == 0)
+                && self
+                    .by_key
+                    .get(&old)
+                    .is_some_and(|t| t.open.load(Ordering::Relaxed) == 0)
                 && let Some(gone) = self.by_key.remove(&old)
             {
                 self.by_mid.remove(&gone.message.mid);
@@ -143,10 +196,10 @@ impl Tracker {
             copies: tracked
                 .copies
                 .iter()
-                .map(|(client, state, attempts)| CopyStatus {
-                    client: client.to_string(),
-                    state: *state,
-                    attempts: *attempts,
+                .map(|copy| CopyStatus {
+                    client: copy.client.to_string(),
+                    state: decode_state(copy.state.load(Ordering::Relaxed)),
+                    attempts: copy.attempts.load(Ordering::Relaxed),
                 })
                 .collect(),
         })
@@ -176,13 +229,13 @@ mod tests {
         let mut tracker = Tracker::default();
         tracker.set_keep(1);
         let (m1, m2) = (message(1), message(2));
-        tracker.start(&m1, vec!["a".into(), "b".into()]);
-        tracker.update(m1.key, &"a".into(), CopyState::Delivered, 1);
-        tracker.update(m1.key, &"a".into(), CopyState::Acknowledged, 1);
+        let lines = tracker.start(&m1, vec!["a".into(), "b".into()]);
+        tracker.update(lines.first(), CopyState::Delivered, 1);
+        tracker.update(lines.first(), CopyState::Acknowledged, 1);
         let status = tracker.status("m1").unwrap();
         assert_eq!(status.copies[0].state, CopyState::Acknowledged);
         assert_eq!(status.copies[1].state, CopyState::Pending);
-        tracker.update(m1.key, &"b".into(), CopyState::Dead, 101);
+        tracker.update(lines.get(1), CopyState::Dead, 101);
         assert_eq!(tracker.status("m1").unwrap().copies[1].attempts, 101);
         tracker.start(&m2, vec![]);
         assert!(
@@ -200,7 +253,9 @@ mod tests {
         tracker.start(&m1, vec!["a".into()]);
         tracker.start(&m2, vec![]);
         assert!(tracker.status("m1").is_some());
-        tracker.abandon(m1.key, "a");
+        let line = tracker.track(m1.key, "a");
+        assert!(line.is_some() && tracker.track(m1.key, "b").is_none());
+        tracker.abandon(line.as_ref());
         assert!(tracker.status("m1").is_none());
     }
 }
