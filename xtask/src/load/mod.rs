@@ -36,6 +36,8 @@ OPTIONS:
     --store KIND       sqlite | memory: the store of the started server (default: memory
                        for --scenario client, sqlite otherwise)
     --connections N    idle connections for `idle` (default: 10000)
+    --server-workers N tokio worker threads of the started server (its TOKIO_WORKER_THREADS;
+                       default: one per core)
     --url URL          use a running server instead of starting one
                        (with --session NAME --password TEXT; default demo/demo)
     -h, --help         show this text
@@ -45,8 +47,9 @@ loopback port, with a fresh SQLite store in target/sealbus-load.db (the default 
 sync) or in memory (--store memory), and stops it afterwards. Load generator and server share this
 machine's cores; the figures include that.
 
-LOAD_WINDOW sets the requests in flight of `ack` (publish_with_ack, default 64) and `client`
-(default 256).
+LOAD_WINDOW sets the requests in flight of `ack` (publish_with_ack, default 64), `qos1` (default
+256) and `client` (default 256). LOAD_WORKERS sets the load tool's own worker threads (default:
+one per core).
 
 The `client` scenario measures the Rust SDK (`sealbus::Client`) over a real socket, 128-byte
 payloads, plain and sealed: publishes/s of one client (QoS 0 and QoS 1, a window of publishes
@@ -60,6 +63,8 @@ struct Options {
     connections: usize,
     /// `--store`: whether a started server keeps its state in memory.
     memory: Option<bool>,
+    /// `--server-workers`: the started server's tokio worker threads.
+    server_workers: Option<usize>,
     target: Option<Target>,
 }
 
@@ -69,6 +74,7 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
         seconds: 5,
         connections: 10_000,
         memory: None,
+        server_workers: None,
         target: None,
     };
     let (mut url, mut session, mut password) = (None, "demo".to_owned(), "demo".to_owned());
@@ -90,6 +96,13 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
                     other => bail!("--store is sqlite or memory, not `{other}`"),
                 }
             }
+            "--server-workers" => {
+                let workers: usize = value()?.parse().context("--server-workers")?;
+                if workers == 0 {
+                    bail!("--server-workers must be at least 1");
+                }
+                options.server_workers = Some(workers);
+            }
             "--url" => url = Some(value()?),
             "--session" => session = value()?,
             "--password" => password = value()?,
@@ -99,6 +112,9 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
             }
             other => bail!("unknown option `{other}` (see --help)"),
         }
+    }
+    if url.is_some() && options.server_workers.is_some() {
+        bail!("--server-workers sets up the server the tool starts; it cannot change --url's");
     }
     options.target = url.map(|url| Target {
         url,
@@ -121,10 +137,14 @@ impl Drop for ServerProcess {
 }
 
 /// Starts `sealbus serve --demo` on a free loopback port, in memory or with a fresh SQLite store.
-fn start_server(memory: bool) -> Result<(ServerProcess, Target)> {
+fn start_server(memory: bool, workers: Option<usize>) -> Result<(ServerProcess, Target)> {
     let binary = super::steps::build_release_server()?;
     let mut command = Command::new(&binary);
     command.args(["serve", "--demo", "--listen", "127.0.0.1:0"]);
+    match workers {
+        Some(workers) => command.env("TOKIO_WORKER_THREADS", workers.to_string()),
+        None => command.env_remove("TOKIO_WORKER_THREADS"),
+    };
     if memory {
         command.arg("--memory");
     } else {
@@ -216,15 +236,24 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         Some(target) => (None, target),
         None => {
             let memory = options.memory.unwrap_or(options.scenario == "client");
-            let (server, target) = start_server(memory)?;
+            let (server, target) = start_server(memory, options.server_workers)?;
             (Some(server), target)
         }
     };
     let pid = server.as_ref().map(|s| s.child.id());
-    println!("load: server {} (pid {pid:?})", target.url);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let workers = match options.server_workers {
+        Some(workers) => format!("{workers} worker threads"),
+        None => "one worker thread per core".into(),
+    };
+    match &server {
+        Some(_) => println!("load: server {} (pid {pid:?}, {workers})", target.url),
+        None => println!("load: server {}", target.url),
+    }
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = std::env::var("LOAD_WORKERS").ok().and_then(|w| w.parse().ok()) {
+        runtime.worker_threads(workers);
+    }
+    let runtime = runtime.enable_all().build()?;
     let seconds = Duration::from_secs(options.seconds);
     let wanted = |name: &str| options.scenario == "all" || options.scenario == name;
     runtime.block_on(async {
