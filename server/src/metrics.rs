@@ -29,6 +29,8 @@ pub struct SessionMetrics {
     pub dead_letters: AtomicU64,
     /// Failed authentications.
     pub auth_failures: AtomicU64,
+    /// Times a connection's reader waited for the store to catch up before handling frames.
+    pub store_waits: AtomicU64,
 }
 
 impl SessionMetrics {
@@ -37,7 +39,7 @@ impl SessionMetrics {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    fn rows(&self) -> [(&'static str, &'static str, &'static str, u64); 11] {
+    fn rows(&self) -> [(&'static str, &'static str, &'static str, u64); 12] {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             (
@@ -105,6 +107,12 @@ impl SessionMetrics {
                 "counter",
                 "Failed authentications.",
                 get(&self.auth_failures),
+            ),
+            (
+                "sealbus_store_waits_total",
+                "counter",
+                "Times a reader paused for the store's queue of writes to shrink.",
+                get(&self.store_waits),
             ),
         ]
     }

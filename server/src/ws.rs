@@ -424,6 +424,18 @@ async fn read_loop(
                 next = stream.next().now_or_never();
             }
         }
+        // While the store is behind, stop reading: TCP then slows the client down instead of
+        // its writes piling up in memory (`store::Backlog`).
+        if let Some(backlog) = session.store_backlog()
+            && backlog.is_full()
+        {
+            tracing::debug!(queued = backlog.queued(), "store backlog full: reader waits");
+            SessionMetrics::add(&metrics.store_waits, 1);
+            tokio::select! {
+                _ = &mut kill_signal => return finish(session, key, &mut batch),
+                () = backlog.room() => {}
+            }
+        }
         if handle_batch(session, key, &mut batch) == Flow::Close {
             return;
         }

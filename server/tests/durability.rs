@@ -443,3 +443,40 @@ async fn a_server_rebuilt_over_the_same_store_keeps_persistent_clients_history_a
     assert_eq!(answer["recovery"], "recovered", "{answer}");
     assert_eq!(reader.expect("message").await["data"]["json"], "kept");
 }
+
+#[tokio::test]
+async fn a_publisher_faster_than_the_store_is_slowed_down_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        sealbus_server::store::SqliteStore::open(
+            &dir.path().join("store.db"),
+            sealbus_server::store::SyncMode::Full,
+        )
+        .unwrap(),
+    );
+    // A limit of one queued write: nearly every batch a reader takes must wait for a commit.
+    store.backlog().unwrap().set_limit(1);
+    let (_server, addr) = serve_on(store, quick("d", |_| {})).await;
+    let mut subscriber = Client::join(addr, "d", "pw", "sub").await;
+    subscriber.subscribe(1, "t").await;
+    let mut publisher = Client::join(addr, "d", "pw", "pub").await;
+    const N: u64 = 300;
+    for n in 0..N {
+        publisher
+            .send(json!({"type":"publish","topic":"t","data":{"json":n}}))
+            .await;
+    }
+    publish_qos1(&mut publisher, 1, "t", json!(N)).await;
+    for n in 0..=N {
+        assert_eq!(subscriber.expect("message").await["data"]["json"], n);
+    }
+    let (_, metrics) = http(addr, "GET", "/metrics", None, None).await;
+    let waits: u64 = metrics
+        .as_str()
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("sealbus_store_waits_total{session=\"d\"} "))
+        .and_then(|value| value.parse().ok())
+        .unwrap();
+    assert!(waits > 0, "the publisher's reader waited for the store");
+}

@@ -252,6 +252,12 @@ impl Session {
         &self.epoch
     }
 
+    /// The store's queue of writes not yet durable, if it has one (readers wait while it is
+    /// full).
+    pub fn store_backlog(&self) -> Option<&crate::store::Backlog> {
+        self.store.backlog()
+    }
+
     /// The session's counters.
     pub fn metrics(&self) -> &Arc<SessionMetrics> {
         &self.metrics

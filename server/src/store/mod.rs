@@ -14,11 +14,13 @@
 //! `sealbus serve`), and [`MemoryStore`], which keeps nothing past the process. Both give the
 //! same results for the same writes (the conformance tests check it).
 
+mod backlog;
 #[cfg(test)]
 mod conformance;
 mod memory;
 mod sqlite;
 
+pub use backlog::{BACKLOG_LIMIT, Backlog};
 pub use memory::MemoryStore;
 pub use sqlite::{SqliteStore, SyncMode};
 
@@ -251,4 +253,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn write(&self, session: &str, writes: Vec<Write>, on_commit: Option<OnCommit>);
     /// Waits until everything written so far is durable.
     fn flush(&self) -> Result<(), StoreError>;
+    /// The writes queued and not yet durable, for stores that queue them (`None`: `write`
+    /// applies them at once).
+    fn backlog(&self) -> Option<&Backlog> {
+        None
+    }
 }

@@ -22,13 +22,13 @@ mod writer;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{JoinHandle, ThreadId};
 
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 
-use super::{OnCommit, SessionData, SessionRecord, Store, StoreError, Write};
+use super::{Backlog, OnCommit, SessionData, SessionRecord, Store, StoreError, Write};
 use writer::{Job, Op, Writer};
 
 /// When a commit reaches the disk.
@@ -68,7 +68,8 @@ impl std::fmt::Display for SyncMode {
 /// A [`Store`] in an SQLite file, written by a group-committing thread.
 ///
 /// The file is created readable by its owner only (it holds password hashes and token
-/// secrets). The writer's queue is unbounded: `write` never waits, whatever the disk's speed.
+/// secrets). `write` never waits, whatever the disk's speed: the writer's queue is counted in
+/// [`Store::backlog`], and the server's readers stop taking frames while it is over its limit.
 /// The methods that wait for a commit (`save_session`, `delete_session`, `flush`, and `load`
 /// and `sessions`, which flush first) only queue when called from an `on_commit` callback,
 /// which runs on the writer thread. Dropping the store lets the writer commit everything
@@ -82,6 +83,8 @@ pub struct SqliteStore {
     writer_id: ThreadId,
     /// The connection that reads (`load`, `sessions`).
     reader: Mutex<Connection>,
+    /// Writes queued for the writer thread and not committed yet.
+    backlog: Arc<Backlog>,
     /// The lock file `<path>.lock`, locked while the store is open (dropped last, after the
     /// writer has committed everything).
     _lock: File,
@@ -134,7 +137,8 @@ impl SqliteStore {
         schema::prepare_reader(&reader).map_err(context)?;
 
         let (jobs, queue) = mpsc::channel();
-        let writer = Writer::new(conn);
+        let backlog = Arc::new(Backlog::default());
+        let writer = Writer::new(conn, backlog.clone());
         let handle = std::thread::Builder::new()
             .name("sealbus-store".into())
             .spawn(move || writer.run(queue))
@@ -146,6 +150,7 @@ impl SqliteStore {
             writer_id: handle.thread().id(),
             writer: Some(handle),
             reader: Mutex::new(reader),
+            backlog,
             _lock: lock,
         })
     }
@@ -162,15 +167,17 @@ impl SqliteStore {
 
     /// Queues a job; if the writer has stopped, fails its callback at once.
     fn submit(&self, job: Job) {
+        let weight = job.weight();
+        self.backlog.add(weight);
         let rejected = match &self.jobs {
             Some(jobs) => jobs.send(job).err().map(|rejected| rejected.0),
             None => Some(job),
         };
-        if let Some(Job {
-            done: Some(done), ..
-        }) = rejected
-        {
-            done(Err(&StoreError::Stopped));
+        if let Some(job) = rejected {
+            self.backlog.remove(weight);
+            if let Some(done) = job.done {
+                done(Err(&StoreError::Stopped));
+            }
         }
     }
 
@@ -240,6 +247,10 @@ impl Store for SqliteStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         self.submit_and_wait(Op::Barrier)
+    }
+
+    fn backlog(&self) -> Option<&Backlog> {
+        Some(&self.backlog)
     }
 }
 

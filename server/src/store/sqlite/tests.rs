@@ -179,6 +179,36 @@ fn callbacks_run_in_write_order_across_concurrent_writers() {
 }
 
 #[test]
+fn the_backlog_counts_writes_until_their_group_is_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("store.db"));
+    store.save_session(&record("s"));
+    let backlog = store.backlog().expect("the SQLite store queues its writes");
+    backlog.set_limit(4);
+    assert_eq!(backlog.queued(), 0);
+    // Hold the writer inside a callback: what is written meanwhile stays queued.
+    let (started, started_rx) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    store.write(
+        "s",
+        vec![Write::Stream { epoch: "e".into() }],
+        Some(Box::new(move |_| {
+            let _ = started.send(());
+            let _ = release_rx.recv();
+        })),
+    );
+    started_rx.recv().unwrap();
+    store.write("s", vec![stream(1), stream(2)], None);
+    assert!(!backlog.is_full(), "{} queued", backlog.queued());
+    store.write("s", vec![stream(3), stream(4)], None);
+    assert!(backlog.is_full(), "{} queued", backlog.queued());
+    release.send(()).unwrap();
+    store.flush().unwrap();
+    assert_eq!(backlog.queued(), 0, "committed writes leave the backlog");
+    assert!(MemoryStore::new().backlog().is_none(), "the memory store has none");
+}
+
+#[test]
 fn a_store_file_is_used_by_one_server_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("one.db");
@@ -245,7 +275,7 @@ fn a_failed_group_fails_its_callbacks_rolls_back_and_the_writer_goes_on() {
     let path = dir.path().join("store.db");
     let mut conn = Connection::open(&path).unwrap();
     schema::prepare_writer(&mut conn, SyncMode::Full).unwrap();
-    let mut writer = Writer::new(conn);
+    let mut writer = Writer::new(conn, Arc::default());
     // Another connection removes a table under the writer: writes to it now fail.
     Connection::open(&path)
         .unwrap()
@@ -543,7 +573,7 @@ fn random_groups_match_the_memory_store() {
         let path = dir.path().join("store.db");
         let mut conn = Connection::open(&path).unwrap();
         schema::prepare_writer(&mut conn, SyncMode::Normal).unwrap();
-        let mut writer = Writer::new(conn);
+        let mut writer = Writer::new(conn, Arc::default());
         let mut reader = Connection::open(&path).unwrap();
         let memory = MemoryStore::new();
         let mut cancelled = 0;

@@ -11,13 +11,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 
 use rusqlite::{Connection, params};
 
 use super::{db_error, u64_bits};
 use crate::store::{
-    MessageKey, OnCommit, Retained, SessionRecord, StoreError, StoredClient, StoredMessage, Write,
+    Backlog, MessageKey, OnCommit, Retained, SessionRecord, StoreError, StoredClient, StoredMessage, Write,
 };
 
 /// Most writes applied in one transaction: a larger backlog is committed in several groups, so
@@ -51,7 +52,7 @@ pub(super) struct Job {
 
 impl Job {
     /// How much of a group's [`GROUP_CAP`] this job takes.
-    fn weight(&self) -> usize {
+    pub(super) fn weight(&self) -> usize {
         match &self.op {
             Op::Write { writes, .. } => writes.len().max(1),
             _ => 1,
@@ -155,12 +156,14 @@ pub(super) fn plan(group: &[Job]) -> Plan {
 /// The writer: owns the connection that writes.
 pub(super) struct Writer {
     conn: Connection,
+    /// Shared with the store: what is queued and not committed.
+    backlog: Arc<Backlog>,
 }
 
 impl Writer {
     /// A writer on a prepared connection (see `schema::prepare_writer`).
-    pub(super) fn new(conn: Connection) -> Self {
-        Writer { conn }
+    pub(super) fn new(conn: Connection, backlog: Arc<Backlog>) -> Self {
+        Writer { conn, backlog }
     }
 
     /// Commits groups until every sender is gone and the queue is empty.
@@ -183,6 +186,7 @@ impl Writer {
                 );
             }
             finish(group, &result);
+            self.backlog.remove(weight);
         }
     }
 
