@@ -310,6 +310,14 @@ impl Session {
         self.store.write(&self.name, writes, on_commit);
     }
 
+    /// Whether another thread holds the session's lock right now.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self.state.try_lock(),
+            Err(std::sync::TryLockError::WouldBlock)
+        )
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

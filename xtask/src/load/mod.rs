@@ -250,7 +250,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         None => println!("load: server {}", target.url),
     }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = std::env::var("LOAD_WORKERS").ok().and_then(|w| w.parse().ok()) {
+    if let Some(workers) = std::env::var("LOAD_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+    {
         runtime.worker_threads(workers);
     }
     let runtime = runtime.enable_all().build()?;

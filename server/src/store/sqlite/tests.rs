@@ -205,7 +205,10 @@ fn the_backlog_counts_writes_until_their_group_is_committed() {
     release.send(()).unwrap();
     store.flush().unwrap();
     assert_eq!(backlog.queued(), 0, "committed writes leave the backlog");
-    assert!(MemoryStore::new().backlog().is_none(), "the memory store has none");
+    assert!(
+        MemoryStore::new().backlog().is_none(),
+        "the memory store has none"
+    );
 }
 
 #[test]

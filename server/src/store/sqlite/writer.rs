@@ -18,7 +18,8 @@ use rusqlite::{Connection, params};
 
 use super::{db_error, u64_bits};
 use crate::store::{
-    Backlog, MessageKey, OnCommit, Retained, SessionRecord, StoreError, StoredClient, StoredMessage, Write,
+    Backlog, MessageKey, OnCommit, Retained, SessionRecord, StoreError, StoredClient,
+    StoredMessage, Write,
 };
 
 /// Most writes applied in one transaction: a larger backlog is committed in several groups, so
