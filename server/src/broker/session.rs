@@ -148,7 +148,8 @@ pub(super) struct State {
     /// The last messages of the stream.
     pub(super) history: History,
     /// When in-flight QoS 1 copies are due for redelivery: (due, client, delivery id), in
-    /// time order (entries of settled copies are skipped when they come up).
+    /// time order (entries of settled copies are skipped when they come up, and dropped
+    /// earlier by `forget_settled_retries`).
     pub(super) retries: VecDeque<(Instant, ClientKey, u64)>,
     /// Clients whose queued copies wait for room in their outbound queue.
     pub(super) backlogged: IdSet<ClientKey>,
@@ -489,10 +490,8 @@ impl Session {
             ClientFrame::AckStatus(f) => self.ack_status(key, f).map(|()| Flow::Continue),
             ClientFrame::AckCancel(f) => self.ack_cancel(key, f).map(|()| Flow::Continue),
             ClientFrame::DeliveryStatus(f) => self.delivery_status(key, f).map(|()| Flow::Continue),
-            ClientFrame::Publish(_) | ClientFrame::Ack(_) => {
-                self.handle_all(key, [frame]);
-                Ok(Flow::Continue)
-            }
+            // `handle_all` routes these itself, under the lock it holds; not reached from there.
+            ClientFrame::Publish(_) | ClientFrame::Ack(_) => Ok(self.handle_all(key, [frame])),
         }
     }
 }
