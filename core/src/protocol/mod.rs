@@ -21,6 +21,7 @@
 //! # Ok::<(), sealbus::protocol::ProtocolError>(())
 //! ```
 
+mod answers;
 mod client_frames;
 mod code;
 mod codec;
