@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use super::{ClientFrame, ErrorCode, ProtocolError, ServerFrame, answers};
+use super::{ClientFrame, ErrorCode, ProtocolError, ServerFrame, ack_text, answers};
 
 /// A set of frames distinguished by their `type` tag; implemented by `frame_enum!`.
 pub(crate) trait FrameSet: Sized {
@@ -187,7 +187,10 @@ impl Codec {
     /// Decodes and validates a frame sent by a client.
     pub fn decode_client(&self, bytes: &[u8]) -> Result<ClientFrame, ProtocolError> {
         let text = self.check(bytes)?;
-        let frame: ClientFrame = decode_text(text)?;
+        let frame = match ack_text::parse(text) {
+            Some(ack) => ClientFrame::Ack(ack),
+            None => decode_text(text)?,
+        };
         frame.validate()?;
         Ok(frame)
     }
@@ -237,7 +240,7 @@ impl Codec {
     }
 }
 
-fn decode_text<F: FrameSet>(text: &str) -> Result<F, ProtocolError> {
+pub(super) fn decode_text<F: FrameSet>(text: &str) -> Result<F, ProtocolError> {
     if !text.trim_start().starts_with('{') {
         return Err(ProtocolError::new(
             ErrorCode::MalformedFrame,

@@ -21,6 +21,7 @@
 //! # Ok::<(), sealbus::protocol::ProtocolError>(())
 //! ```
 
+mod ack_text;
 mod answers;
 mod client_frames;
 mod code;
