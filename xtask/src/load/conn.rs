@@ -6,7 +6,7 @@
 use anyhow::{Context, Result, bail};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use sealbus::protocol::{Auth, ClientFrame, Codec, Hello, ServerFrame, Subscribe};
+use sealbus::protocol::{Auth, ClientFrame, Codec, Hello, Publish, ServerFrame, Subscribe};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -68,16 +68,55 @@ pub(crate) async fn send(tx: &mut Tx, frame: &ClientFrame) -> Result<()> {
 
 /// Receives the next protocol frame, skipping WebSocket control frames.
 pub(crate) async fn recv(rx: &mut Rx) -> Result<ServerFrame> {
+    recv_skipping(rx, &[]).await
+}
+
+/// Receives the next protocol frame whose type is not in `skipped` (those are dropped unread,
+/// which spares the tool decoding frames it does not count).
+pub(crate) async fn recv_skipping(rx: &mut Rx, skipped: &[&str]) -> Result<ServerFrame> {
     loop {
         match rx.next().await {
             Some(Ok(WsMessage::Text(text))) => {
-                return Ok(Codec::new(usize::MAX).decode_server(text.as_bytes())?);
+                let unread = text
+                    .as_str()
+                    .strip_prefix("{\"type\":\"")
+                    .and_then(|rest| rest.split_once('"'))
+                    .is_some_and(|(kind, _)| skipped.contains(&kind));
+                if !unread {
+                    return Ok(Codec::new(usize::MAX).decode_server(text.as_bytes())?);
+                }
             }
             Some(Ok(WsMessage::Close(close))) => bail!("server closed the connection: {close:?}"),
             Some(Ok(_)) => continue,
             Some(Err(err)) => return Err(err.into()),
             None => bail!("connection ended"),
         }
+    }
+}
+
+/// A `publish` frame encoded once; each publish splices its request id in.
+pub(crate) struct PublishTemplate(String);
+
+impl PublishTemplate {
+    /// The id the template is encoded with.
+    const ID_ZERO: &str = "\"id\":0,";
+
+    /// Encodes `publish` (its `id` is replaced).
+    pub(crate) fn new(publish: Publish) -> Result<Self> {
+        let frame = ClientFrame::Publish(Publish {
+            id: Some(0),
+            ..publish
+        });
+        let text = Codec::encode_client(&frame)?;
+        if !text.contains(Self::ID_ZERO) {
+            bail!("unexpected publish frame: {text}");
+        }
+        Ok(PublishTemplate(text))
+    }
+
+    /// The frame with request id `id`.
+    pub(crate) fn with_id(&self, id: u64) -> WsMessage {
+        WsMessage::text(self.0.replacen(Self::ID_ZERO, &format!("\"id\":{id},"), 1))
     }
 }
 

@@ -12,15 +12,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use futures_util::SinkExt;
-use sealbus::protocol::{ClientFrame, Codec, Payload, Publish, Qos, ServerFrame};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
+use sealbus::protocol::{Payload, Publish, Qos, ServerFrame};
 
 use super::acker::acking_subscriber;
-use super::conn::{self, Target};
+use super::conn::{self, PublishTemplate, Target};
 use super::scenarios::{PAYLOAD_BYTES, percentile, run_prefix};
-
-/// The request id of the publish template.
-const ID_ZERO: &str = "\"id\":0,";
 
 /// QoS 1 publishes with `window` in flight to `subscribers` acknowledging subscribers for
 /// `duration`; prints confirmed publishes/s, confirmation latency and whether every copy arrived.
@@ -44,9 +40,8 @@ pub(crate) async fn qos1(
         tasks.push(tokio::spawn(acking_subscriber(tx, rx, stop.clone())));
     }
     let (mut tx, mut rx) = conn::connect(target, &format!("{prefix}-q1-pub")).await?;
-    // Every publish is the same frame but for its request id: encoded once, the id spliced in.
-    let template = Codec::encode_client(&ClientFrame::Publish(Publish {
-        id: Some(0),
+    let template = PublishTemplate::new(Publish {
+        id: None,
         mid: None,
         topic: topic.clone(),
         data: Payload::Bytes(vec![7; PAYLOAD_BYTES]),
@@ -54,10 +49,7 @@ pub(crate) async fn qos1(
         retain: false,
         ack: None,
         notify_dead: false,
-    }))?;
-    if !template.contains(ID_ZERO) {
-        bail!("unexpected publish frame: {template}");
-    }
+    })?;
     let began = Instant::now();
     let deadline = began + duration;
     let mut sent_at: HashMap<u64, Instant> = HashMap::new();
@@ -65,8 +57,7 @@ pub(crate) async fn qos1(
     let mut latencies = Vec::new();
     while Instant::now() < deadline || !sent_at.is_empty() {
         while (sent_at.len() as u64) < window && Instant::now() < deadline {
-            let frame = template.replacen(ID_ZERO, &format!("\"id\":{next_id},"), 1);
-            tx.feed(WsMessage::text(frame)).await?;
+            tx.feed(template.with_id(next_id)).await?;
             sent_at.insert(next_id, Instant::now());
             next_id += 1;
         }
