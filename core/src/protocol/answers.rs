@@ -1,5 +1,6 @@
 //! Hand-written JSON for the small frames a server sends most: `published`, `ack_response`,
-//! `ack_done` and `ack_expect`.
+//! `ack_done` and `ack_expect`; and [`with_delivery`], which adds a copy's own fields to a
+//! `message` frame encoded once for all its subscribers.
 //!
 //! A publish_with_ack round trip with 10 subscribers sends 12 of them to its publisher; through
 //! serde each cost a few hundred nanoseconds of generic machinery. These writers produce the
@@ -58,6 +59,27 @@ fn push_number(out: &mut String, mut n: u64) {
 fn push_field(out: &mut String, key: &str, n: u64) {
     out.push_str(key);
     push_number(out, n);
+}
+
+/// Adds a subscriber's own fields (`did`, `aid`, `dup`) to a `message` frame's JSON text
+/// encoded once for every subscriber. The frame is a JSON object and field order carries no
+/// meaning, so they go in before its closing brace; this spares encoding the whole message
+/// (payload included) once per subscriber. `None` if `frame` does not end with `}`.
+pub fn with_delivery(frame: &str, did: Option<u64>, aid: Option<u64>, dup: bool) -> Option<String> {
+    let body = frame.strip_suffix('}')?;
+    let mut out = String::with_capacity(frame.len() + 64);
+    out.push_str(body);
+    if let Some(did) = did {
+        push_field(&mut out, ",\"did\":", did);
+    }
+    if let Some(aid) = aid {
+        push_field(&mut out, ",\"aid\":", aid);
+    }
+    if dup {
+        out.push_str(",\"dup\":true");
+    }
+    out.push('}');
+    Some(out)
 }
 
 pub(super) fn published(frame: &Published) -> String {
@@ -135,7 +157,7 @@ pub(super) fn ack_expect(frame: &AckExpect) -> String {
 mod tests {
     use proptest::prelude::*;
 
-    use super::super::{ErrorCode, ServerFrame};
+    use super::super::{Codec, ErrorCode, Message, Payload, Qos, ServerFrame};
     use super::*;
 
     fn serde_text(frame: &ServerFrame) -> String {
@@ -156,6 +178,25 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn a_copy_is_its_message_with_its_own_fields(
+            topic in "[a-z/]{1,12}", from in text(), mid in prop::option::of(text()),
+            data in prop::collection::vec(any::<u8>(), 0..40), offset in any::<Option<u64>>(),
+            did in prop::option::of(0u64..1 << 53), aid in prop::option::of(0u64..1 << 53),
+            dup in any::<bool>(),
+        ) {
+            let message = Message {
+                topic, data: Payload::Bytes(data), from, ts: 1, offset, mid,
+                qos: Qos::AtLeastOnce, did: None, aid: None, retained: false, replay: false,
+                dup: false,
+            };
+            let shared = serde_text(&ServerFrame::Message(message.clone()));
+            let copy = with_delivery(&shared, did, aid, dup).unwrap_or_default();
+            let decoded = Codec::new(usize::MAX).decode_server(copy.as_bytes());
+            let expected = ServerFrame::Message(Message { did, aid, dup, ..message });
+            prop_assert_eq!(decoded.ok(), Some(expected));
+        }
+
         #[test]
         fn published_is_what_serde_writes(
             id in any::<u64>(), mid in text(), offset in any::<Option<u64>>(),
@@ -187,5 +228,14 @@ mod tests {
             let expect = AckExpect { id, aid, expected };
             prop_assert_eq!(ack_expect(&expect), serde_text(&ServerFrame::AckExpect(expect)));
         }
+    }
+
+    #[test]
+    fn only_an_object_takes_delivery_fields() {
+        assert_eq!(with_delivery("[]", Some(1), None, false), None);
+        assert_eq!(
+            with_delivery("{\"type\":\"message\"}", Some(7), Some(3), true).as_deref(),
+            Some("{\"type\":\"message\",\"did\":7,\"aid\":3,\"dup\":true}")
+        );
     }
 }

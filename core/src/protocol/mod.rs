@@ -33,6 +33,7 @@ mod validate;
 
 pub(crate) use codec::frame_enum;
 
+pub use answers::with_delivery;
 pub use client_frames::{
     Ack, AckCancel, AckRequest, AckStatus, Auth, Bye, ClientFrame, DeliveryStatus, Hello, Ping,
     Position, Publish, Send, Subscribe, Unsubscribe,

@@ -176,47 +176,14 @@ pub(super) fn copy_frame(
     }
 }
 
-/// Adds a copy's own fields to a frame encoded once for every subscriber: the frame is a JSON
-/// object, so the fields go in before its closing brace (field order carries no meaning). This
-/// saves encoding the whole message (payload included) once per subscriber.
+/// [`sealbus::protocol::with_delivery`] on the shared frame of a message.
 pub(super) fn with_delivery(
     frame: &Utf8Bytes,
     did: Option<u64>,
     aid: Option<u64>,
     dup: bool,
 ) -> Option<Utf8Bytes> {
-    let body = frame.as_str().strip_suffix('}')?;
-    let mut text = String::with_capacity(frame.len() + 64);
-    text.push_str(body);
-    if let Some(did) = did {
-        text.push_str(",\"did\":");
-        push_number(&mut text, did);
-    }
-    if let Some(aid) = aid {
-        text.push_str(",\"aid\":");
-        push_number(&mut text, aid);
-    }
-    if dup {
-        text.push_str(",\"dup\":true");
-    }
-    text.push('}');
-    Some(Utf8Bytes::from(text))
-}
-
-/// Appends `n` in decimal (`write!` through `core::fmt` was a third of the cost of adding the
-/// delivery fields to a copy).
-fn push_number(text: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    text.extend(digits[at..].iter().map(|&d| char::from(d)));
+    sealbus::protocol::with_delivery(frame.as_str(), did, aid, dup).map(Utf8Bytes::from)
 }
 
 /// Writes `copy` to `client` with a new delivery id if its outbound queue takes it; gives it
@@ -501,37 +468,6 @@ impl State {
                 attempts: copy.attempts,
             });
             self.send(publisher, &notice);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn delivery_fields_go_into_the_shared_frame() {
-        let frame = Utf8Bytes::from_static(
-            r#"{"type":"message","topic":"t","data":{"json":{}},"from":"p","ts":1}"#,
-        );
-        let text = with_delivery(&frame, Some(7), Some(3), true).unwrap();
-        let value: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
-        assert_eq!(
-            value,
-            serde_json::json!({"type":"message","topic":"t","data":{"json":{}},"from":"p","ts":1,
-                               "did":7,"aid":3,"dup":true})
-        );
-        let decoded = sealbus::protocol::Codec::default().decode_server(text.as_bytes());
-        assert!(decoded.is_ok(), "{decoded:?}");
-        assert!(with_delivery(&Utf8Bytes::from_static("[]"), Some(1), None, false).is_none());
-    }
-
-    #[test]
-    fn numbers_are_written_in_decimal() {
-        for n in [0, 7, 10, 99, 1_000_001, u64::MAX] {
-            let mut text = String::from("x");
-            push_number(&mut text, n);
-            assert_eq!(text, format!("x{n}"));
         }
     }
 }

@@ -109,21 +109,28 @@ async fn cancelled_copies_are_withdrawn_from_the_queue() {
     assert!(queued.texts().is_empty(), "the queued copy is withdrawn");
 }
 
-#[tokio::test]
-async fn leaving_answers_disconnected_and_takeover_kills_the_old_connection() {
-    let session = session();
-    let (publisher, mut rx_p) = join(&session, "p");
-    let (sub, _rx_s) = join(&session, "s");
+/// Publisher `p` and subscriber `s` (of `t`) joined; `p` has published on `t` with an ack
+/// timeout of `timeout_ms`. Returns both keys and queues; `p`'s `ack_expect` is still queued.
+fn waiting_for_one(session: &Arc<Session>, timeout_ms: u64) -> (u64, Inbox, u64, Inbox) {
+    let (publisher, rx_p) = join(session, "p");
+    let (sub, rx_s) = join(session, "s");
     handle(
-        &session,
+        session,
         sub,
         json!({"type":"subscribe","id":1,"filter":"t"}),
     );
     handle(
-        &session,
+        session,
         publisher,
-        json!({"type":"publish","id":2,"topic":"t","data":{"json":1},"ack":{"timeout_ms":60000}}),
+        json!({"type":"publish","id":2,"topic":"t","data":{"json":1},"ack":{"timeout_ms":timeout_ms}}),
     );
+    (publisher, rx_p, sub, rx_s)
+}
+
+#[tokio::test]
+async fn leaving_answers_disconnected_and_takeover_kills_the_old_connection() {
+    let session = session();
+    let (_publisher, mut rx_p, sub, _rx_s) = waiting_for_one(&session, 60_000);
     frame(&mut rx_p);
     let (outbox, _rx) = Outbox::new(limits(8), session.metrics().clone());
     let old_kill = {
@@ -471,18 +478,7 @@ async fn finished_collections_are_kept_up_to_a_bound() {
 #[tokio::test]
 async fn a_publish_with_ack_times_out_at_the_first_tick_after_its_deadline() {
     let session = session();
-    let (publisher, mut rx_p) = join(&session, "p");
-    let (sub, _rx_s) = join(&session, "s");
-    handle(
-        &session,
-        sub,
-        json!({"type":"subscribe","id":1,"filter":"t"}),
-    );
-    handle(
-        &session,
-        publisher,
-        json!({"type":"publish","id":2,"topic":"t","data":{"json":1},"ack":{"timeout_ms":30}}),
-    );
+    let (_publisher, mut rx_p, _sub, _rx_s) = waiting_for_one(&session, 30);
     assert_eq!(frame(&mut rx_p).unwrap()["type"], "ack_expect");
     session.tick();
     assert!(frame(&mut rx_p).is_none(), "not before the deadline");
