@@ -83,6 +83,22 @@ impl AckCollection {
         }
     }
 
+    /// The publisher `key` left: its collections (and their deadlines) are dropped.
+    pub(super) fn drop_publisher(state: &mut State, key: ClientKey) {
+        let State {
+            acks,
+            ack_deadlines,
+            ..
+        } = state;
+        acks.retain(|aid, collection| {
+            let mine = collection.publisher == Some(key);
+            if mine {
+                ack_deadlines.remove(&(collection.deadline, *aid));
+            }
+            !mine
+        });
+    }
+
     /// Ends every collection whose deadline passed with `timeout`, and forgets finished ones
     /// past their retention.
     pub(super) fn time_out(state: &mut State, now: Instant) {

@@ -165,9 +165,7 @@ impl Session {
         for aid in pending {
             AckCollection::respond_disconnected(state, aid, &id);
         }
-        state
-            .acks
-            .retain(|_, collection| collection.publisher != Some(key));
+        AckCollection::drop_publisher(state, key);
         state.backlogged.remove(&key);
         self.metrics
             .connections
@@ -186,9 +184,7 @@ impl Session {
             for aid in &entry.pending_aids {
                 AckCollection::respond_disconnected(state, *aid, &entry.id);
             }
-            state
-                .acks
-                .retain(|_, collection| collection.publisher != Some(key));
+            AckCollection::drop_publisher(state, key);
             self.metrics
                 .connections
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

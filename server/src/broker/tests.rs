@@ -493,6 +493,16 @@ async fn a_publish_with_ack_times_out_at_the_first_tick_after_its_deadline() {
 }
 
 #[tokio::test]
+async fn a_publisher_that_leaves_takes_its_collections_and_their_deadlines() {
+    let session = session();
+    let (publisher, _rx_p, _sub, _rx_s) = waiting_for_one(&session, 60_000);
+    assert_eq!(session.lock().ack_deadlines.len(), 1);
+    session.disconnect(publisher);
+    let state = session.lock();
+    assert!(state.acks.is_empty() && state.ack_deadlines.is_empty());
+}
+
+#[tokio::test]
 async fn acknowledged_copies_leave_the_retry_queue_before_their_time() {
     let session = session();
     let (publisher, mut rx_p) = join_with(&session, "p", 8192);
