@@ -530,13 +530,18 @@ async fn writer(
             },
         };
         let Some(item) = item else {
-            let _ = tokio::time::timeout(
-                CLOSE_GRACE,
-                sink.send(Message::Close(Some(CloseFrame {
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                let normal = CloseFrame {
                     code: 1000,
                     reason: Utf8Bytes::from_static(""),
-                }))),
-            )
+                };
+                // When the client closed first, tungstenite has queued the reply to its close
+                // frame and refuses to send another: `close` flushes that reply. Without it the
+                // client saw the connection end without a closing handshake (1006 in browsers).
+                if sink.send(Message::Close(Some(normal))).await.is_err() {
+                    let _ = sink.close().await;
+                }
+            })
             .await;
             return;
         };

@@ -106,3 +106,22 @@ async fn graceful_shutdown_drains_queues_and_closes_with_shutting_down() {
     assert_eq!(close, 4502);
     assert_eq!(publisher.expect_close().await.1, 4502);
 }
+
+#[tokio::test]
+async fn a_client_that_closes_first_gets_the_servers_close_frame_back() {
+    let t = start(vec![session_with("s", "p", |_| {})]).await;
+    for id in ["idle", "busy"] {
+        let mut client = Client::join(t.addr, "s", "p", id).await;
+        if id == "busy" {
+            client.subscribe(1, "t").await;
+            client
+                .send(json!({"type":"publish","id":2,"topic":"t","data":{"json":1},"qos":1}))
+                .await;
+        }
+        assert_eq!(
+            client.close_first().await,
+            Ok(()),
+            "{id}: a clean closing handshake"
+        );
+    }
+}

@@ -223,6 +223,23 @@ impl Client {
     }
 
     /// Waits for the server to close; returns the error frames seen and the close code.
+    /// Starts the WebSocket closing handshake; `Ok` once the server's close frame came back,
+    /// the read error (or how the connection ended) otherwise.
+    pub async fn close_first(&mut self) -> Result<(), String> {
+        self.ws.close(None).await.map_err(|err| err.to_string())?;
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for the server's close frame");
+            match next {
+                Some(Ok(Message::Close(_))) => return Ok(()),
+                Some(Ok(_)) => {}
+                Some(Err(err)) => return Err(err.to_string()),
+                None => return Err("the connection ended without a close frame".into()),
+            }
+        }
+    }
+
     pub async fn expect_close(&mut self) -> (Vec<Value>, u16) {
         let mut errors = Vec::new();
         loop {
