@@ -80,9 +80,13 @@ describe('sealbus in Node', () => {
     });
     await pub.publish(topic, 1, { qos: 1 });
     await until(() => got.length === 1, 5000, 'the first message');
+    // Held while the missed message is published: the reconnect delay has full jitter and may
+    // be a few milliseconds, too short for the test to see the drop or to publish meanwhile.
+    proxy.hold(true);
     proxy.cut();
     await until(() => sub.state !== 'connected', 5000, 'the drop');
     await pub.publish(topic, 2, { qos: 1 });
+    proxy.hold(false);
     await until(() => sub.state === 'connected', 10000, 'the reconnect');
     await until(() => got.length === 2, 5000, 'the missed message');
     assert.equal(got[1].data, 2);
