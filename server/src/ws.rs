@@ -116,11 +116,19 @@ async fn close_with(sink: &mut Sink, error: ErrorFrame) {
     let reason = Utf8Bytes::from(error.code.name());
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
         send_text(sink, &ServerFrame::Error(error)).await;
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame { code, reason })))
-            .await;
+        send_close(sink, CloseFrame { code, reason }).await;
     })
     .await;
+}
+
+/// Sends `frame` to close the connection. When the client closed first, tungstenite has
+/// queued the reply to its close frame and refuses another: `close` flushes that reply.
+/// Without it the client saw the connection end without a closing handshake (1006 in
+/// browsers).
+async fn send_close(sink: &mut Sink, frame: CloseFrame) {
+    if sink.send(Message::Close(Some(frame))).await.is_err() {
+        let _ = sink.close().await;
+    }
 }
 
 /// Counts a running connection for the shutdown drain.
@@ -530,19 +538,11 @@ async fn writer(
             },
         };
         let Some(item) = item else {
-            let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                let normal = CloseFrame {
-                    code: 1000,
-                    reason: Utf8Bytes::from_static(""),
-                };
-                // When the client closed first, tungstenite has queued the reply to its close
-                // frame and refuses to send another: `close` flushes that reply. Without it the
-                // client saw the connection end without a closing handshake (1006 in browsers).
-                if sink.send(Message::Close(Some(normal))).await.is_err() {
-                    let _ = sink.close().await;
-                }
-            })
-            .await;
+            let normal = CloseFrame {
+                code: 1000,
+                reason: Utf8Bytes::from_static(""),
+            };
+            let _ = tokio::time::timeout(CLOSE_GRACE, send_close(&mut sink, normal)).await;
             return;
         };
         for text in item.texts() {

@@ -545,3 +545,27 @@ async fn acknowledged_copies_leave_the_retry_queue_before_their_time() {
     assert!(session.lock().retries.is_empty());
     assert!(frame(&mut rx_s).is_none(), "nothing was redelivered");
 }
+
+#[test]
+fn every_session_of_a_store_waits_on_the_same_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        crate::store::SqliteStore::open(&dir.path().join("s.db"), crate::store::SyncMode::Normal)
+            .unwrap();
+    let broker = Broker::new(Arc::new(store), Arc::new(LocalBackplane));
+    let [a, b] = ["a", "b"].map(|name| {
+        broker
+            .create_session(SessionRecord {
+                name: name.into(),
+                password_hash: None,
+                token_secret: "t".into(),
+                settings: SessionSettings::default(),
+            })
+            .unwrap()
+    });
+    let (a, b) = (a.store_backlog().unwrap(), b.store_backlog().unwrap());
+    assert!(
+        std::ptr::eq(a, b),
+        "one disk, one queue: its limit pauses both"
+    );
+}
