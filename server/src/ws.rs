@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt as _, SinkExt, StreamExt};
 use sealbus::protocol::{
-    ClientFrame, Codec, ErrorCode, ErrorFrame, Hello, PROTOCOL_VERSION, ProtocolError, SUBPROTOCOL,
-    ServerFrame,
+    ClientFrame, Codec, ErrorCode, ErrorFrame, FRAME_SEPARATOR, Hello, PROTOCOL_VERSION,
+    ProtocolError, SUBPROTOCOL, ServerFrame, split_frames,
 };
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite;
@@ -171,6 +171,7 @@ async fn connection(server: Server, socket: WebSocket, peer: Option<IpAddr>) {
         }
     };
     let settings = session.settings();
+    let admitted_batch = admitted.batch;
     let (outbox, rx) = Outbox::new(QueueLimits::from(&settings), session.metrics().clone());
     let connected = match session.connect(
         admitted.client_id,
@@ -186,7 +187,14 @@ async fn connection(server: Server, socket: WebSocket, peer: Option<IpAddr>) {
     };
     tracing::info!(session = %session.name(), client = %connected.client_id, peer = ?peer, "client connected");
     let kill = outbox.kill_switch().clone();
-    let writer = tokio::spawn(writer(sink, rx, kill.clone(), session.metrics().clone()));
+    let joiner = Joiner::new(admitted_batch);
+    let writer = tokio::spawn(writer(
+        sink,
+        rx,
+        joiner,
+        kill.clone(),
+        session.metrics().clone(),
+    ));
     let keepalive = Duration::from_millis(settings.keepalive_ms.saturating_mul(2));
     let codec = Codec::new(settings.max_frame_bytes as usize);
     read_loop(
@@ -226,6 +234,8 @@ struct Admitted {
     permissions: crate::auth::Permissions,
     /// The client asked to be persistent.
     persistent: bool,
+    /// The client reads several frames from one message (`hello.batch`).
+    batch: bool,
 }
 
 /// Waits for `hello` and authenticates it; returns the session and what the connection gets.
@@ -330,6 +340,7 @@ async fn handshake(
                 client_id,
                 permissions,
                 persistent: hello.persistent,
+                batch: hello.batch,
             },
         )),
         Err(err) => {
@@ -397,23 +408,32 @@ async fn read_loop(
             };
             match message {
                 Message::Text(text) => {
-                    SessionMetrics::add(&metrics.messages_in, 1);
                     SessionMetrics::add(&metrics.bytes_in, text.len() as u64);
-                    match codec.decode_client(text.as_bytes()) {
-                        Ok(frame) => batch.push(frame),
-                        Err(err) if err.code == ErrorCode::FrameTooLarge => {
-                            kill.kill(Kill {
-                                code: err.code,
-                                message: err.message,
-                                drain: false,
-                            });
-                            return finish(session, key, &mut batch);
-                        }
-                        Err(err) => {
-                            if handle_batch(session, key, &mut batch) == Flow::Close {
-                                return;
+                    if let Err(err) = codec.check_size(text.len()) {
+                        kill.kill(Kill {
+                            code: err.code,
+                            message: err.message,
+                            drain: false,
+                        });
+                        return finish(session, key, &mut batch);
+                    }
+                    for piece in split_frames(text.as_str()) {
+                        SessionMetrics::add(&metrics.messages_in, 1);
+                        match codec.decode_client_text(piece) {
+                            Ok(frame) => batch.push(frame),
+                            Err(err) => {
+                                if handle_batch(session, key, &mut batch) == Flow::Close {
+                                    return;
+                                }
+                                push_error(outbox, &err);
                             }
-                            push_error(outbox, &err);
+                        }
+                        // A message may hold many frames: the session's lock is still taken
+                        // for at most `MAX_BATCH` of them at a time.
+                        if batch.len() >= MAX_BATCH
+                            && handle_batch(session, key, &mut batch) == Flow::Close
+                        {
+                            return;
                         }
                     }
                 }
@@ -501,10 +521,70 @@ fn push_error(outbox: &Outbox, err: &ProtocolError) {
     }
 }
 
+/// Largest message the writer builds from several queued frames for a client that reads
+/// batches (`hello.batch`). Small enough for any client's read buffer and to keep a burst's
+/// first frames from waiting on its last; a frame larger than this goes alone.
+const JOINED_BYTES: usize = 16 * 1024;
+
+/// Joins queued frames into one WebSocket message for clients that read batches: one message
+/// (header, tungstenite's per-message work, the client's per-message work) per burst instead of
+/// one per frame. Frames of other clients pass through one by one.
+struct Joiner {
+    /// The client reads batches.
+    enabled: bool,
+    /// The first frame of the message being built, kept as is while it is alone.
+    first: Option<Utf8Bytes>,
+    /// The message being built, once it has two frames.
+    joined: String,
+}
+
+impl Joiner {
+    fn new(enabled: bool) -> Self {
+        Joiner {
+            enabled,
+            first: None,
+            joined: String::new(),
+        }
+    }
+
+    /// Adds a frame; returns a message to write first when the frame does not fit.
+    fn push(&mut self, text: &Utf8Bytes) -> Option<Utf8Bytes> {
+        if !self.enabled {
+            return Some(text.clone());
+        }
+        let pending = self.joined.len() + self.first.as_ref().map_or(0, |t| t.len());
+        let full = if pending > 0 && pending + 1 + text.len() > JOINED_BYTES {
+            self.take()
+        } else {
+            None
+        };
+        if let Some(first) = self.first.take() {
+            self.joined.reserve(first.len() + 1 + text.len());
+            self.joined.push_str(first.as_str());
+        }
+        if self.joined.is_empty() {
+            self.first = Some(text.clone());
+        } else {
+            self.joined.push(FRAME_SEPARATOR);
+            self.joined.push_str(text.as_str());
+        }
+        full
+    }
+
+    /// The message built so far, if any.
+    fn take(&mut self) -> Option<Utf8Bytes> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        (!self.joined.is_empty()).then(|| Utf8Bytes::from(std::mem::take(&mut self.joined)))
+    }
+}
+
 /// Drains the outbound queue to the socket; on kill, writes the reason and closes.
 async fn writer(
     mut sink: Sink,
     mut rx: Inbox,
+    mut joiner: Joiner,
     kill: Arc<KillSwitch>,
     metrics: Arc<SessionMetrics>,
 ) {
@@ -516,13 +596,27 @@ async fn writer(
     // system call per burst instead of one per frame.
     let mut unflushed = false;
     'frames: loop {
-        if unflushed && rx.is_empty() {
-            tokio::select! {
-                biased;
-                _ = &mut kill_signal => break 'frames,
-                flushed = sink.flush() => if flushed.is_err() { return },
+        if rx.is_empty() {
+            if let Some(message) = joiner.take() {
+                let mut feed = sink.feed(Message::Text(message));
+                let sent = tokio::select! {
+                    biased;
+                    _ = &mut kill_signal => break 'frames,
+                    sent = &mut feed => sent,
+                };
+                if sent.is_err() {
+                    return;
+                }
+                unflushed = true;
             }
-            unflushed = false;
+            if unflushed && rx.is_empty() {
+                tokio::select! {
+                    biased;
+                    _ = &mut kill_signal => break 'frames,
+                    flushed = sink.flush() => if flushed.is_err() { return },
+                }
+                unflushed = false;
+            }
         }
         // Polling the kill waiter for every frame was ~3% of the server under load: while
         // frames are queued, a look at the kill switch's flag does.
@@ -542,12 +636,22 @@ async fn writer(
                 code: 1000,
                 reason: Utf8Bytes::from_static(""),
             };
-            let _ = tokio::time::timeout(CLOSE_GRACE, send_close(&mut sink, normal)).await;
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                if let Some(message) = joiner.take() {
+                    let _ = sink.send(Message::Text(message)).await;
+                }
+                send_close(&mut sink, normal).await;
+            })
+            .await;
             return;
         };
         for text in item.texts() {
-            let len = text.len() as u64;
-            let mut feed = sink.feed(Message::Text(text.clone()));
+            SessionMetrics::add(&metrics.messages_out, 1);
+            SessionMetrics::add(&metrics.bytes_out, text.len() as u64);
+            let Some(message) = joiner.push(text) else {
+                continue;
+            };
+            let mut feed = sink.feed(Message::Text(message));
             let sent = match (&mut feed).now_or_never() {
                 Some(sent) => sent,
                 // The socket is not taking more: wait for it, or for the kill switch.
@@ -561,8 +665,6 @@ async fn writer(
                 return;
             }
             unflushed = true;
-            SessionMetrics::add(&metrics.messages_out, 1);
-            SessionMetrics::add(&metrics.bytes_out, len);
         }
     }
     let Some(reason) = kill.reason().cloned() else {
@@ -572,10 +674,15 @@ async fn writer(
         let _ = tokio::time::timeout(CLOSE_GRACE, async {
             while let Some(item) = rx.try_recv() {
                 for text in item.texts() {
-                    if sink.send(Message::Text(text.clone())).await.is_err() {
+                    if let Some(message) = joiner.push(text)
+                        && sink.send(Message::Text(message)).await.is_err()
+                    {
                         return;
                     }
                 }
+            }
+            if let Some(message) = joiner.take() {
+                let _ = sink.send(Message::Text(message)).await;
             }
         })
         .await;

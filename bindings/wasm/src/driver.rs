@@ -220,7 +220,7 @@ impl Inner {
             if let Some(text) = event.data().as_string() {
                 with_socket(&w, generation, |inner| {
                     let now = inner.now();
-                    inner.engine.handle_frame(&text, now);
+                    inner.engine.handle_message(&text, now);
                 });
             }
         });

@@ -32,7 +32,17 @@ struct Incoming {
 }
 
 impl Engine {
-    /// A text frame arrived from the server.
+    /// A WebSocket text message arrived from the server: one frame, or several separated by
+    /// [`FRAME_SEPARATOR`](crate::protocol::FRAME_SEPARATOR) (the engine announces that it
+    /// reads batches in `hello`). Frames are handled in order.
+    pub fn handle_message(&mut self, text: &str, now: Millis) {
+        for frame in crate::protocol::split_frames(text) {
+            self.handle_frame(frame, now);
+        }
+    }
+
+    /// One frame arrived from the server (drivers call [`handle_message`](Self::handle_message),
+    /// which splits a message into its frames).
     pub fn handle_frame(&mut self, text: &str, now: Millis) {
         if matches!(
             self.conn,
@@ -42,7 +52,7 @@ impl Engine {
         }
         self.ping_deadline = None;
         let codec = Codec::new(self.limits.max_frame_bytes as usize);
-        let frame = match codec.decode_server(text.as_bytes()) {
+        let frame = match codec.decode_server_text(text) {
             Ok(frame) => frame,
             Err(err) => {
                 if let Some(error) = unknown_error_code(text) {
@@ -95,6 +105,7 @@ impl Engine {
         self.limits = welcome.limits;
         self.client_id = Some(welcome.client_id);
         self.epoch = Some(welcome.epoch);
+        self.server_joins = welcome.batch;
         self.set_state(ConnectionState::Connected);
         for filter in std::mem::take(&mut self.pending_unsubs) {
             let id = self.start_request(Request::Unsubscribe { op: None }, now);

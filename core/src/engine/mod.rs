@@ -7,10 +7,10 @@
 //! * **commands** from the application: [`Engine::subscribe`], [`Engine::publish`],
 //!   [`Engine::publish_with_ack`], [`Engine::cancel_ack`], [`Engine::complete_delivery`],
 //!   [`Engine::close`], ... Each returns an [`OpId`] whose result arrives as an [`Event`];
-//! * **inputs** from the connection: [`Engine::handle_connected`], [`Engine::handle_frame`],
-//!   [`Engine::handle_disconnected`] and [`Engine::handle_timeout`], each with the current
-//!   [`Millis`];
-//! * **outputs**: [`Engine::poll_transmit`] (frames to send, in order),
+//! * **inputs** from the connection: [`Engine::handle_connected`], [`Engine::handle_message`]
+//!   (each WebSocket text message; it may carry several frames), [`Engine::handle_disconnected`]
+//!   and [`Engine::handle_timeout`], each with the current [`Millis`];
+//! * **outputs**: [`Engine::poll_transmit`] (text messages to send, in order),
 //!   [`Engine::poll_connection`] (open or close the WebSocket), [`Engine::poll_event`] (for the
 //!   application) and [`Engine::poll_timeout`] (when to call `handle_timeout` next).
 //!
@@ -27,6 +27,11 @@
 //! let hello = engine.poll_transmit().unwrap();
 //! assert!(hello.starts_with(r#"{"type":"hello""#));
 //! ```
+
+/// Largest message [`Engine::poll_transmit`] builds from several queued frames: a burst of acks
+/// or publishes travels in a few messages instead of one per frame, while a frame queued behind
+/// them never waits for a huge write.
+pub const JOINED_BYTES: usize = 16 * 1024;
 
 mod acks;
 mod commands;
@@ -182,6 +187,8 @@ pub struct Engine {
     last_sent: Millis,
     ping_deadline: Option<Millis>,
     transmits: VecDeque<String>,
+    /// The server reads several frames per message (`welcome.batch` of this connection).
+    server_joins: bool,
     actions: VecDeque<ConnAction>,
     events: VecDeque<Event>,
     requests: HashMap<u64, (Request, Millis)>,
@@ -234,6 +241,7 @@ impl Engine {
             last_sent: Millis(0),
             ping_deadline: None,
             transmits: VecDeque::new(),
+            server_joins: false,
             actions: VecDeque::new(),
             events: VecDeque::new(),
             requests: HashMap::new(),
@@ -251,9 +259,24 @@ impl Engine {
         engine
     }
 
-    /// The next encoded frame to send, in order.
+    /// The next WebSocket text message to send, in order: one frame, or, once the server said
+    /// it reads batches (`welcome.batch`), the frames queued so far joined by
+    /// [`FRAME_SEPARATOR`](crate::protocol::FRAME_SEPARATOR) up to [`JOINED_BYTES`] (never
+    /// more than the server's frame limit).
     pub fn poll_transmit(&mut self) -> Option<String> {
-        self.transmits.pop_front()
+        let mut text = self.transmits.pop_front()?;
+        if self.server_joins {
+            let limit = JOINED_BYTES.min(self.limits.max_frame_bytes as usize);
+            while let Some(next) = self.transmits.front() {
+                if text.len() + 1 + next.len() > limit {
+                    break;
+                }
+                text.push(crate::protocol::FRAME_SEPARATOR);
+                text.push_str(next);
+                self.transmits.pop_front();
+            }
+        }
+        Some(text)
     }
 
     /// The next thing to do with the connection. Send every pending frame first.
@@ -347,6 +370,7 @@ impl Engine {
             auth: self.config.auth.clone(),
             client_id: self.config.client_id.clone(),
             persistent: self.config.persistent,
+            batch: true,
         };
         self.send(ClientFrame::Hello(hello), now);
     }
@@ -505,6 +529,7 @@ impl Engine {
         // a request whose answer can no longer come); none may precede the next `hello`.
         // QoS 1 publishes stay in `outgoing` and are sent again after the reconnect.
         self.transmits.clear();
+        self.server_joins = false;
         self.ping_deadline = None;
         self.deliveries.clear();
         for (_, (request, _)) in std::mem::take(&mut self.requests) {

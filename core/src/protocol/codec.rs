@@ -186,7 +186,13 @@ impl Codec {
 
     /// Decodes and validates a frame sent by a client.
     pub fn decode_client(&self, bytes: &[u8]) -> Result<ClientFrame, ProtocolError> {
-        let text = self.check(bytes)?;
+        self.decode_client_text(self.check(bytes)?)
+    }
+
+    /// [`decode_client`](Self::decode_client) for text already known to be UTF-8 (one frame
+    /// of a message, see [`split_frames`](super::split_frames)).
+    pub fn decode_client_text(&self, text: &str) -> Result<ClientFrame, ProtocolError> {
+        self.check_size(text.len())?;
         let frame = match ack_text::parse(text) {
             Some(ack) => ClientFrame::Ack(ack),
             None => decode_text(text)?,
@@ -197,7 +203,13 @@ impl Codec {
 
     /// Decodes and validates a frame sent by the server.
     pub fn decode_server(&self, bytes: &[u8]) -> Result<ServerFrame, ProtocolError> {
-        let text = self.check(bytes)?;
+        self.decode_server_text(self.check(bytes)?)
+    }
+
+    /// [`decode_server`](Self::decode_server) for text already known to be UTF-8 (one frame
+    /// of a message, see [`split_frames`](super::split_frames)).
+    pub fn decode_server_text(&self, text: &str) -> Result<ServerFrame, ProtocolError> {
+        self.check_size(text.len())?;
         decode_text(text)
     }
 
@@ -219,17 +231,7 @@ impl Codec {
     }
 
     fn check<'a>(&self, bytes: &'a [u8]) -> Result<&'a str, ProtocolError> {
-        if bytes.len() > self.max_frame_bytes {
-            return Err(ProtocolError::new(
-                ErrorCode::FrameTooLarge,
-                None,
-                format!(
-                    "frame of {} bytes exceeds the limit of {} bytes",
-                    bytes.len(),
-                    self.max_frame_bytes
-                ),
-            ));
-        }
+        self.check_size(bytes.len())?;
         std::str::from_utf8(bytes).map_err(|err| {
             ProtocolError::new(
                 ErrorCode::MalformedFrame,
@@ -237,6 +239,22 @@ impl Codec {
                 format!("frame is not valid UTF-8: {err}"),
             )
         })
+    }
+
+    /// Checks a WebSocket message of `len` bytes against the frame size limit (which bounds a
+    /// whole message, however many frames it carries): `frame_too_large` when over it.
+    pub fn check_size(&self, len: usize) -> Result<(), ProtocolError> {
+        if len > self.max_frame_bytes {
+            return Err(ProtocolError::new(
+                ErrorCode::FrameTooLarge,
+                None,
+                format!(
+                    "frame of {len} bytes exceeds the limit of {} bytes",
+                    self.max_frame_bytes
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

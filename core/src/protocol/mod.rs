@@ -80,6 +80,22 @@ pub const MAX_CREDENTIAL_BYTES: usize = 4096;
 /// Longest publish_with_ack timeout: one hour.
 pub const MAX_ACK_TIMEOUT_MS: u64 = 3_600_000;
 
+/// Separates the frames of one WebSocket message, between peers that announced they read
+/// batches (`hello.batch`, `welcome.batch`). Compact JSON never contains a raw line feed.
+pub const FRAME_SEPARATOR: char = '\n';
+
+/// The frames of one WebSocket text message, in order: the text split at
+/// [`FRAME_SEPARATOR`], empty pieces skipped. A message of one frame yields that frame.
+///
+/// ```
+/// let frames: Vec<&str> = sealbus::protocol::split_frames("{\"type\":\"ping\",\"id\":1}\n{\"type\":\"ping\",\"id\":2}").collect();
+/// assert_eq!(frames, ["{\"type\":\"ping\",\"id\":1}", "{\"type\":\"ping\",\"id\":2}"]);
+/// ```
+pub fn split_frames(text: &str) -> impl Iterator<Item = &str> {
+    text.split(FRAME_SEPARATOR)
+        .filter(|frame| !frame.is_empty())
+}
+
 /// Cuts `text` to at most `max` bytes on a character boundary, for error messages.
 pub(crate) fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {

@@ -65,6 +65,10 @@ pub struct Welcome {
     /// Server name and version, for diagnostics.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub server: String,
+    /// The server reads several frames from one WebSocket message of this client (separated by
+    /// `\n`; see [`split_frames`](super::split_frames)).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub batch: bool,
 }
 
 /// Outcome of a subscribe that asked for recovery with `since`.

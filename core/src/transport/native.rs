@@ -249,7 +249,7 @@ impl Driver {
     fn incoming(&mut self, frame: Option<Result<WsMessage, tungstenite::Error>>) {
         let now = self.now();
         match frame {
-            Some(Ok(WsMessage::Text(text))) => self.engine.handle_frame(text.as_str(), now),
+            Some(Ok(WsMessage::Text(text))) => self.engine.handle_message(text.as_str(), now),
             Some(Ok(WsMessage::Close(close))) => {
                 self.socket = None;
                 let disconnect = Disconnect {

@@ -99,6 +99,7 @@ impl Session {
             session_present,
             limits: settings.limits(),
             server: concat!("sealbus/", env!("CARGO_PKG_VERSION")).into(),
+            batch: true,
         });
         state.send(key, &welcome);
         state.flush_queue(key, &mut d);

@@ -170,6 +170,23 @@ impl Client {
         }
     }
 
+    /// The next text message as sent (it may carry several frames); panics on close or after
+    /// [`WAIT`].
+    pub async fn recv_message(&mut self) -> String {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a message")
+                .expect("connection ended")
+                .expect("read error");
+            match message {
+                Message::Text(text) => return text.to_string(),
+                Message::Close(close) => panic!("unexpected close: {close:?}"),
+                _ => {}
+            }
+        }
+    }
+
     /// Sends a frame; false once the connection is gone (instead of panicking).
     pub async fn try_send(&mut self, frame: Value) -> bool {
         self.ws

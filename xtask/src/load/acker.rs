@@ -8,11 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Result, bail};
-use futures_util::{FutureExt as _, SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
+use anyhow::{Context as _, Result};
 
-use super::conn::{Rx, Tx};
+use super::conn::{Joined, Rx, Tx};
 
 /// What one subscriber saw.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -57,34 +55,28 @@ fn ack_for(text: &str, received: &mut Received) -> Option<String> {
 }
 
 /// Acknowledges every message that asks for it until `stop`; acks of the frames that are
-/// already readable go out in one write. Returns what arrived.
+/// already readable go out in one write (one message when the server reads batches). Returns
+/// what arrived.
 pub(crate) async fn acking_subscriber(
     mut tx: Tx,
     mut rx: Rx,
     stop: Arc<AtomicBool>,
 ) -> Result<Received> {
     let mut received = Received::default();
+    let mut acks = Joined::new(rx.server_joins);
     while !stop.load(Ordering::Relaxed) {
-        let Ok(mut next) = tokio::time::timeout(Duration::from_millis(100), rx.next()).await else {
+        let Ok(next) = tokio::time::timeout(Duration::from_millis(100), rx.next()).await else {
             continue;
         };
-        loop {
-            match next {
-                Some(Ok(WsMessage::Text(text))) => {
-                    if let Some(ack) = ack_for(text.as_str(), &mut received) {
-                        tx.feed(WsMessage::text(ack)).await?;
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(err)) => bail!("subscriber connection failed: {err}"),
-                None => bail!("subscriber connection ended"),
+        let mut next = Some(next);
+        while let Some(read) = next {
+            let text = read.context("subscriber connection failed")?;
+            if let Some(ack) = ack_for(text.as_str(), &mut received) {
+                acks.push(&mut tx, &ack).await?;
             }
-            match rx.next().now_or_never() {
-                Some(more) => next = more,
-                None => break,
-            }
+            next = rx.ready();
         }
-        tx.flush().await?;
+        acks.flush(&mut tx).await?;
     }
     Ok(received)
 }

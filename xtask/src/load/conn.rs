@@ -5,21 +5,166 @@
 
 use anyhow::{Context, Result, bail};
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
-use sealbus::protocol::{Auth, ClientFrame, Codec, Hello, Publish, ServerFrame, Subscribe};
+use futures_util::{FutureExt as _, SinkExt, StreamExt};
+use sealbus::protocol::{
+    Auth, ClientFrame, Codec, FRAME_SEPARATOR, Hello, Publish, ServerFrame, Subscribe,
+};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The sending half of a connection.
 pub(crate) type Tx = SplitSink<Ws, WsMessage>;
-/// The receiving half of a connection.
-pub(crate) type Rx = SplitStream<Ws>;
+
+/// Largest message the tool builds from several frames (well under the server's frame limit).
+const JOINED_BYTES: usize = 16 * 1024;
+
+/// Whether the tool's connections announce and use batches (several frames per WebSocket
+/// message, docs/PROTOCOL.md §1): on unless `LOAD_BATCH=0`.
+pub(crate) fn batches_wanted() -> bool {
+    std::env::var("LOAD_BATCH").map_or(true, |v| v != "0")
+}
+
+/// The receiving half of a connection: yields frames, splitting messages that carry several.
+pub(crate) struct Rx {
+    stream: SplitStream<Ws>,
+    /// The message being split, and where its next frame starts.
+    current: Option<(Utf8Bytes, usize)>,
+    /// The server reads several frames per message from this connection (`welcome.batch`).
+    pub(crate) server_joins: bool,
+}
+
+/// One frame's text, a slice of the message it came in.
+pub(crate) struct Text {
+    message: Utf8Bytes,
+    start: usize,
+    end: usize,
+}
+
+impl Text {
+    /// The frame.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.message.as_str()[self.start..self.end]
+    }
+}
+
+impl Rx {
+    /// The next frame of the message being split, if any.
+    fn split_next(&mut self) -> Option<Text> {
+        loop {
+            let (message, at) = self.current.as_mut()?;
+            let text = message.as_str();
+            if *at >= text.len() {
+                self.current = None;
+                return None;
+            }
+            let start = *at;
+            let end = text[start..]
+                .find(FRAME_SEPARATOR)
+                .map_or(text.len(), |i| start + i);
+            *at = end + 1;
+            if end > start {
+                return Some(Text {
+                    message: message.clone(),
+                    start,
+                    end,
+                });
+            }
+        }
+    }
+
+    /// Takes a message read from the socket: a text becomes the message being split.
+    fn take(&mut self, read: Option<Result<WsMessage, WsError>>) -> Result<()> {
+        match read {
+            Some(Ok(WsMessage::Text(text))) => {
+                self.current = Some((text, 0));
+                Ok(())
+            }
+            Some(Ok(WsMessage::Close(close))) => bail!("server closed the connection: {close:?}"),
+            Some(Ok(_)) => Ok(()),
+            Some(Err(err)) => Err(err.into()),
+            None => bail!("connection ended"),
+        }
+    }
+
+    /// The next frame: an error when the connection failed, ended or was closed.
+    pub(crate) async fn next(&mut self) -> Result<Text> {
+        loop {
+            if let Some(text) = self.split_next() {
+                return Ok(text);
+            }
+            let read = self.stream.next().await;
+            self.take(read)?;
+        }
+    }
+
+    /// The next frame if one is already at hand (read, or readable without waiting).
+    pub(crate) fn ready(&mut self) -> Option<Result<Text>> {
+        loop {
+            if let Some(text) = self.split_next() {
+                return Some(Ok(text));
+            }
+            let read = self.stream.next().now_or_never()?;
+            if let Err(err) = self.take(read) {
+                return Some(Err(err));
+            }
+        }
+    }
+}
+
+/// Frames gathered into as few messages as the server allows (one per frame when it does not
+/// read batches).
+pub(crate) struct Joined {
+    joins: bool,
+    text: String,
+}
+
+impl Joined {
+    /// Joins frames if `joins` (the server's `welcome.batch`).
+    pub(crate) fn new(joins: bool) -> Self {
+        Joined {
+            joins,
+            text: String::new(),
+        }
+    }
+
+    /// Adds a frame, feeding `tx` what is ready to go.
+    pub(crate) async fn push(&mut self, tx: &mut Tx, frame: &str) -> Result<()> {
+        if !self.joins {
+            tx.feed(WsMessage::text(frame)).await?;
+            return Ok(());
+        }
+        if !self.text.is_empty() && self.text.len() + 1 + frame.len() > JOINED_BYTES {
+            self.feed(tx).await?;
+        }
+        if !self.text.is_empty() {
+            self.text.push(FRAME_SEPARATOR);
+        }
+        self.text.push_str(frame);
+        Ok(())
+    }
+
+    /// Feeds what was gathered (not flushed).
+    pub(crate) async fn feed(&mut self, tx: &mut Tx) -> Result<()> {
+        if !self.text.is_empty() {
+            tx.feed(WsMessage::text(std::mem::take(&mut self.text)))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Feeds what was gathered and flushes.
+    pub(crate) async fn flush(&mut self, tx: &mut Tx) -> Result<()> {
+        self.feed(tx).await?;
+        tx.flush().await?;
+        Ok(())
+    }
+}
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -44,17 +189,27 @@ pub(crate) async fn connect(target: &Target, client_id: &str) -> Result<(Tx, Rx)
     let (ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
         .await
         .with_context(|| format!("connecting to {}", target.url))?;
-    let (mut tx, mut rx) = ws.split();
+    let (mut tx, stream) = ws.split();
+    let mut rx = Rx {
+        stream,
+        current: None,
+        server_joins: false,
+    };
+    let batch = batches_wanted();
     let hello = ClientFrame::Hello(Hello {
         v: sealbus::protocol::PROTOCOL_VERSION,
         session: target.session.clone(),
         auth: Auth::Password(target.password.clone()),
         client_id: Some(client_id.to_owned()),
         persistent: false,
+        batch,
     });
     send(&mut tx, &hello).await?;
     match recv(&mut rx).await? {
-        ServerFrame::Welcome(_) => Ok((tx, rx)),
+        ServerFrame::Welcome(welcome) => {
+            rx.server_joins = batch && welcome.batch;
+            Ok((tx, rx))
+        }
         other => bail!("expected welcome, got {other:?}"),
     }
 }
@@ -75,21 +230,14 @@ pub(crate) async fn recv(rx: &mut Rx) -> Result<ServerFrame> {
 /// which spares the tool decoding frames it does not count).
 pub(crate) async fn recv_skipping(rx: &mut Rx, skipped: &[&str]) -> Result<ServerFrame> {
     loop {
-        match rx.next().await {
-            Some(Ok(WsMessage::Text(text))) => {
-                let unread = text
-                    .as_str()
-                    .strip_prefix("{\"type\":\"")
-                    .and_then(|rest| rest.split_once('"'))
-                    .is_some_and(|(kind, _)| skipped.contains(&kind));
-                if !unread {
-                    return Ok(Codec::new(usize::MAX).decode_server(text.as_bytes())?);
-                }
-            }
-            Some(Ok(WsMessage::Close(close))) => bail!("server closed the connection: {close:?}"),
-            Some(Ok(_)) => continue,
-            Some(Err(err)) => return Err(err.into()),
-            None => bail!("connection ended"),
+        let text = rx.next().await?;
+        let text = text.as_str();
+        let unread = text
+            .strip_prefix("{\"type\":\"")
+            .and_then(|rest| rest.split_once('"'))
+            .is_some_and(|(kind, _)| skipped.contains(&kind));
+        if !unread {
+            return Ok(Codec::new(usize::MAX).decode_server_text(text)?);
         }
     }
 }
@@ -115,8 +263,8 @@ impl PublishTemplate {
     }
 
     /// The frame with request id `id`.
-    pub(crate) fn with_id(&self, id: u64) -> WsMessage {
-        WsMessage::text(self.0.replacen(Self::ID_ZERO, &format!("\"id\":{id},"), 1))
+    pub(crate) fn with_id(&self, id: u64) -> String {
+        self.0.replacen(Self::ID_ZERO, &format!("\"id\":{id},"), 1)
     }
 }
 

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use futures_util::SinkExt;
 use sealbus::protocol::{Payload, Publish, Qos, ServerFrame};
 
 use super::acker::acking_subscriber;
@@ -55,13 +54,14 @@ pub(crate) async fn qos1(
     let mut sent_at: HashMap<u64, Instant> = HashMap::new();
     let (mut next_id, mut confirmed) = (1u64, 0u64);
     let mut latencies = Vec::new();
+    let mut publishes = conn::Joined::new(rx.server_joins);
     while Instant::now() < deadline || !sent_at.is_empty() {
         while (sent_at.len() as u64) < window && Instant::now() < deadline {
-            tx.feed(template.with_id(next_id)).await?;
+            publishes.push(&mut tx, &template.with_id(next_id)).await?;
             sent_at.insert(next_id, Instant::now());
             next_id += 1;
         }
-        tx.flush().await?;
+        publishes.flush(&mut tx).await?;
         match tokio::time::timeout(Duration::from_secs(15), conn::recv(&mut rx)).await {
             Err(_) => bail!("no confirmation for 15 s ({} in flight)", sent_at.len()),
             Ok(frame) => match frame? {

@@ -79,15 +79,15 @@ async fn receive(mut rx: Rx, start: Instant, stop: Arc<AtomicBool>) -> (u64, Vec
     let (mut count, mut latencies, mut dropped) = (0u64, Vec::new(), false);
     while !stop.load(Ordering::Relaxed) {
         match tokio::time::timeout(Duration::from_millis(100), rx.next()).await {
-            Ok(Some(Ok(WsMessage::Text(text)))) => {
-                if let Some(sent) = stamp_of(&text) {
+            Ok(Ok(text)) => {
+                if let Some(sent) = stamp_of(text.as_str()) {
                     count += 1;
                     let now = start.elapsed().as_nanos() as u64;
                     latencies.push(now.saturating_sub(sent));
                 }
             }
-            Ok(Some(Ok(_))) | Err(_) => {}
-            Ok(Some(Err(_)) | None) => {
+            Err(_) => {}
+            Ok(Err(_)) => {
                 dropped = true;
                 break;
             }
@@ -288,14 +288,15 @@ pub(crate) async fn acks(target: &Target, subscribers: usize, duration: Duration
         ack: Some(AckRequest { timeout_ms: 10_000 }),
         notify_dead: false,
     })?;
+    let mut publishes = conn::Joined::new(rx.server_joins);
     while Instant::now() < deadline || in_flight > 0 {
         while in_flight < window && Instant::now() < deadline {
-            tx.feed(template.with_id(next_id)).await?;
+            publishes.push(&mut tx, &template.with_id(next_id)).await?;
             sent_at.insert(next_id, Instant::now());
             next_id += 1;
             in_flight += 1;
         }
-        tx.flush().await?;
+        publishes.flush(&mut tx).await?;
         // The 10 relayed responses per round trip are not counted (`ack_done` says it is
         // complete): they are skipped undecoded.
         let next = conn::recv_skipping(&mut rx, &["ack_response"]);

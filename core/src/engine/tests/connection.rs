@@ -16,7 +16,7 @@ fn hello_carries_the_options_and_welcome_connects() {
         hello,
         [
             json!({"type": "hello", "v": 1, "session": "demo", "auth": {"password": "pw"},
-            "client_id": "me", "persistent": true})
+            "client_id": "me", "persistent": true, "batch": true})
         ]
     );
     h.feed(welcome("e1"));

@@ -1,6 +1,7 @@
 //! Deterministic engine tests: a simulated clock and scripted server frames, no sockets.
 
 mod acks;
+mod batches;
 mod connection;
 mod delivery;
 mod props;
