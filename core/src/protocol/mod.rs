@@ -1,7 +1,9 @@
 //! Wire protocol v1: frames, payloads, the JSON codec and the stable error codes.
 //!
 //! A Sealbus connection is a WebSocket with the subprotocol [`SUBPROTOCOL`] carrying one JSON
-//! object per text message. `docs/PROTOCOL.md` is the contract; these types are its code.
+//! object per text message, or several separated by [`FRAME_SEPARATOR`] between peers that
+//! announced batches ([`split_frames`]). `docs/PROTOCOL.md` is the contract; these types are its
+//! code.
 //!
 //! ```
 //! use sealbus::protocol::{ClientFrame, Codec, Payload, Publish, Qos};
