@@ -433,8 +433,11 @@ async fn dispatch(
             item = rx.recv() => item,
         };
         let Some(item) = item else { break };
-        for text in item.texts() {
-            let Ok(frame) = codec.decode_server(text.as_bytes()) else {
+        for piece in item.pieces() {
+            let Some(frame) = piece
+                .text()
+                .and_then(|text| codec.decode_server(text.as_bytes()).ok())
+            else {
                 continue;
             };
             match frame {

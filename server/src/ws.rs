@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite;
 
 use crate::broker::{
-    Flow, Inbox, Kill, KillSwitch, Outbound, Outbox, QueueLimits, Session, now_ms,
+    Flow, Inbox, Kill, KillSwitch, Outbound, Outbox, Piece, QueueLimits, Session, now_ms,
 };
 use crate::error::Error;
 use crate::metrics::SessionMetrics;
@@ -528,13 +528,14 @@ const JOINED_BYTES: usize = 16 * 1024;
 
 /// Joins queued frames into one WebSocket message for clients that read batches: one message
 /// (header, tungstenite's per-message work, the client's per-message work) per burst instead of
-/// one per frame. Frames of other clients pass through one by one.
+/// one per frame. Frames of other clients pass through one by one. Copies of messages get their
+/// own fields here ([`Piece`]), written straight into the message being built.
 struct Joiner {
     /// The client reads batches.
     enabled: bool,
     /// The first frame of the message being built, kept as is while it is alone.
     first: Option<Utf8Bytes>,
-    /// The message being built, once it has two frames.
+    /// The message being built, once it has two frames or a copy.
     joined: String,
 }
 
@@ -547,26 +548,34 @@ impl Joiner {
         }
     }
 
-    /// Adds a frame; returns a message to write first when the frame does not fit.
-    fn push(&mut self, text: &Utf8Bytes) -> Option<Utf8Bytes> {
+    /// Adds a frame; returns a message to write first when the frame does not fit (or, for a
+    /// client that does not read batches, the frame itself).
+    fn push(&mut self, piece: Piece<'_>) -> Option<Utf8Bytes> {
         if !self.enabled {
-            return Some(text.clone());
+            return piece.text();
         }
         let pending = self.joined.len() + self.first.as_ref().map_or(0, |t| t.len());
-        let full = if pending > 0 && pending + 1 + text.len() > JOINED_BYTES {
+        let full = if pending > 0 && pending + 1 + piece.max_len() > JOINED_BYTES {
             self.take()
         } else {
             None
         };
-        if let Some(first) = self.first.take() {
-            self.joined.reserve(first.len() + 1 + text.len());
-            self.joined.push_str(first.as_str());
-        }
-        if self.joined.is_empty() {
-            self.first = Some(text.clone());
-        } else {
-            self.joined.push(FRAME_SEPARATOR);
-            self.joined.push_str(text.as_str());
+        match piece {
+            Piece::Text(text) if self.first.is_none() && self.joined.is_empty() => {
+                self.first = Some(text.clone());
+            }
+            piece => {
+                if let Some(first) = self.first.take() {
+                    self.joined.push_str(first.as_str());
+                }
+                let mark = self.joined.len();
+                if mark > 0 {
+                    self.joined.push(FRAME_SEPARATOR);
+                }
+                if !piece.push_to(&mut self.joined) {
+                    self.joined.truncate(mark);
+                }
+            }
         }
         full
     }
@@ -598,6 +607,7 @@ async fn writer(
     'frames: loop {
         if rx.is_empty() {
             if let Some(message) = joiner.take() {
+                SessionMetrics::add(&metrics.bytes_out, message.len() as u64);
                 let mut feed = sink.feed(Message::Text(message));
                 let sent = tokio::select! {
                     biased;
@@ -645,12 +655,12 @@ async fn writer(
             .await;
             return;
         };
-        for text in item.texts() {
+        for piece in item.pieces() {
             SessionMetrics::add(&metrics.messages_out, 1);
-            SessionMetrics::add(&metrics.bytes_out, text.len() as u64);
-            let Some(message) = joiner.push(text) else {
+            let Some(message) = joiner.push(piece) else {
                 continue;
             };
+            SessionMetrics::add(&metrics.bytes_out, message.len() as u64);
             let mut feed = sink.feed(Message::Text(message));
             let sent = match (&mut feed).now_or_never() {
                 Some(sent) => sent,
@@ -673,8 +683,8 @@ async fn writer(
     if reason.drain {
         let _ = tokio::time::timeout(CLOSE_GRACE, async {
             while let Some(item) = rx.try_recv() {
-                for text in item.texts() {
-                    if let Some(message) = joiner.push(text)
+                for piece in item.pieces() {
+                    if let Some(message) = joiner.push(piece)
                         && sink.send(Message::Text(message)).await.is_err()
                     {
                         return;

@@ -66,20 +66,34 @@ fn push_field(out: &mut String, key: &str, n: u64) {
 /// meaning, so they go in before its closing brace; this spares encoding the whole message
 /// (payload included) once per subscriber. `None` if `frame` does not end with `}`.
 pub fn with_delivery(frame: &str, did: Option<u64>, aid: Option<u64>, dup: bool) -> Option<String> {
-    let body = frame.strip_suffix('}')?;
     let mut out = String::with_capacity(frame.len() + 64);
+    push_with_delivery(&mut out, frame, did, aid, dup).then_some(out)
+}
+
+/// [`with_delivery`] appending to `out` (a message being built of several frames); `false`, and
+/// `out` unchanged, if `frame` does not end with `}`.
+pub fn push_with_delivery(
+    out: &mut String,
+    frame: &str,
+    did: Option<u64>,
+    aid: Option<u64>,
+    dup: bool,
+) -> bool {
+    let Some(body) = frame.strip_suffix('}') else {
+        return false;
+    };
     out.push_str(body);
     if let Some(did) = did {
-        push_field(&mut out, ",\"did\":", did);
+        push_field(out, ",\"did\":", did);
     }
     if let Some(aid) = aid {
-        push_field(&mut out, ",\"aid\":", aid);
+        push_field(out, ",\"aid\":", aid);
     }
     if dup {
         out.push_str(",\"dup\":true");
     }
     out.push('}');
-    Some(out)
+    true
 }
 
 pub(super) fn published(frame: &Published) -> String {
@@ -236,6 +250,25 @@ mod tests {
         assert_eq!(
             with_delivery("{\"type\":\"message\"}", Some(7), Some(3), true).as_deref(),
             Some("{\"type\":\"message\",\"did\":7,\"aid\":3,\"dup\":true}")
+        );
+    }
+
+    #[test]
+    fn pushing_delivery_fields_appends_what_with_delivery_returns() {
+        let mut out = String::from("{\"type\":\"pong\",\"id\":1}\n");
+        assert!(!push_with_delivery(&mut out, "[]", Some(1), None, false));
+        assert_eq!(
+            out, "{\"type\":\"pong\",\"id\":1}\n",
+            "unchanged after a refusal"
+        );
+        let frame = "{\"type\":\"message\",\"topic\":\"t\"}";
+        assert!(push_with_delivery(&mut out, frame, Some(8), None, true));
+        assert_eq!(
+            out,
+            format!(
+                "{{\"type\":\"pong\",\"id\":1}}\n{}",
+                with_delivery(frame, Some(8), None, true).unwrap()
+            )
         );
     }
 }

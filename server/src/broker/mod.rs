@@ -23,7 +23,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 pub use delivery::DEAD_LETTER_PREFIX;
-pub use outbox::{ANSWER_HEADROOM, Inbox, Kill, KillSwitch, Outbound, Outbox, QueueLimits};
+pub use outbox::{
+    ANSWER_HEADROOM, CopyFrame, Inbox, Kill, KillSwitch, Outbound, Outbox, Piece, Pieces,
+    QueueLimits,
+};
 pub use session::{ClientInfo, ClientKey, Connected, Flow, Session};
 pub use tracking::Status as MessageStatus;
 

@@ -24,38 +24,121 @@ use crate::metrics::SessionMetrics;
 pub enum Outbound {
     /// A frame to write.
     Frame(Utf8Bytes),
-    /// A publish_with_ack copy, skipped by the writer if its collection was cancelled before it
-    /// reached the socket.
-    Withdrawable {
-        /// The frame.
-        text: Utf8Bytes,
-        /// Set when the publisher cancelled.
-        cancelled: Arc<AtomicBool>,
-    },
+    /// A subscriber's copy of a message, completed by the writer.
+    Copy(CopyFrame),
     /// Frames that must be written together and in order (a history replay), queued as one
     /// item so that a long replay cannot overflow the queue's frame bound.
     Batch(Vec<Utf8Bytes>),
 }
 
+/// A subscriber's copy of a message: the message's frame, encoded once for all its subscribers,
+/// and the copy's own fields, spliced in when the connection's writer writes it
+/// ([`sealbus::protocol::with_delivery`]) rather than under the session's lock.
+#[derive(Debug, Clone)]
+pub struct CopyFrame {
+    /// The message's frame without the copy's fields.
+    pub frame: Utf8Bytes,
+    /// Delivery id (QoS 1).
+    pub did: Option<u64>,
+    /// Ack id (publish_with_ack).
+    pub aid: Option<u64>,
+    /// Written before (a redelivery).
+    pub dup: bool,
+    /// For a publish_with_ack copy: set when the publisher cancelled; the writer then skips it.
+    pub cancelled: Option<Arc<AtomicBool>>,
+}
+
+/// Room counted for a copy's own fields in the queue's byte bound.
+const COPY_FIELDS_BYTES: usize = 48;
+
+/// One frame of an [`Outbound`] item.
+#[derive(Debug, Clone, Copy)]
+pub enum Piece<'a> {
+    /// A complete frame.
+    Text(&'a Utf8Bytes),
+    /// A copy still to be completed with its fields.
+    Copy(&'a CopyFrame),
+}
+
+impl Piece<'_> {
+    /// The frame's text (`None` for a copy whose frame is not a JSON object: never written).
+    pub fn text(&self) -> Option<Utf8Bytes> {
+        match self {
+            Piece::Text(text) => Some((*text).clone()),
+            Piece::Copy(copy) => {
+                sealbus::protocol::with_delivery(copy.frame.as_str(), copy.did, copy.aid, copy.dup)
+                    .map(Utf8Bytes::from)
+            }
+        }
+    }
+
+    /// Appends the frame's text to `out` (a message being built of several frames); `false`,
+    /// and `out` unchanged, when [`text`](Self::text) would be `None`.
+    pub fn push_to(&self, out: &mut String) -> bool {
+        match self {
+            Piece::Text(text) => {
+                out.push_str(text.as_str());
+                true
+            }
+            Piece::Copy(copy) => sealbus::protocol::push_with_delivery(
+                out,
+                copy.frame.as_str(),
+                copy.did,
+                copy.aid,
+                copy.dup,
+            ),
+        }
+    }
+
+    /// The frame's length in bytes, at most (exact for a complete frame).
+    pub fn max_len(&self) -> usize {
+        match self {
+            Piece::Text(text) => text.len(),
+            Piece::Copy(copy) => copy.frame.len() + COPY_FIELDS_BYTES,
+        }
+    }
+}
+
+/// The frames of an [`Outbound`] item, in order (none for a withdrawn copy).
+#[derive(Debug)]
+pub struct Pieces<'a> {
+    item: &'a Outbound,
+    next: usize,
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = Piece<'a>;
+
+    fn next(&mut self) -> Option<Piece<'a>> {
+        let at = self.next;
+        self.next += 1;
+        match self.item {
+            Outbound::Frame(text) => (at == 0).then_some(Piece::Text(text)),
+            Outbound::Copy(copy) => {
+                let withdrawn = copy
+                    .cancelled
+                    .as_ref()
+                    .is_some_and(|cancelled| cancelled.load(Ordering::Acquire));
+                (at == 0 && !withdrawn).then_some(Piece::Copy(copy))
+            }
+            Outbound::Batch(texts) => texts.get(at).map(Piece::Text),
+        }
+    }
+}
+
 impl Outbound {
     /// The frames to write, in order (none if the item was withdrawn).
-    pub fn texts(&self) -> &[Utf8Bytes] {
-        match self {
-            Outbound::Frame(text) => std::slice::from_ref(text),
-            Outbound::Withdrawable { text, cancelled } => {
-                if cancelled.load(Ordering::Acquire) {
-                    &[]
-                } else {
-                    std::slice::from_ref(text)
-                }
-            }
-            Outbound::Batch(texts) => texts,
+    pub fn pieces(&self) -> Pieces<'_> {
+        Pieces {
+            item: self,
+            next: 0,
         }
     }
 
     fn len(&self) -> usize {
         match self {
-            Outbound::Frame(text) | Outbound::Withdrawable { text, .. } => text.len(),
+            Outbound::Frame(text) => text.len(),
+            Outbound::Copy(copy) => copy.frame.len() + COPY_FIELDS_BYTES,
             Outbound::Batch(texts) => texts.iter().map(|text| text.len()).sum(),
         }
     }

@@ -14,9 +14,9 @@ use sealbus::protocol::{
 use sealbus::topic::is_reserved;
 
 use super::acks::AckCollection;
-use super::delivery::{Copy, Delivery, copy_frame, with_delivery};
+use super::delivery::{Copy, Delivery, copy_frame};
 use super::now_ms;
-use super::outbox::{Outbound, Outbox};
+use super::outbox::{CopyFrame, Outbound, Outbox};
 use super::routing::not_connected;
 use super::session::{ClientKey, Session, State, encode};
 use crate::metrics::SessionMetrics;
@@ -368,14 +368,15 @@ impl Session {
                 copy.ack = Some((aid, cancelled.clone()));
                 state.give(*key, copy, d);
             } else if let Some(outbox) = &client.outbox
-                && let Some(text) = shared
-                    .as_ref()
-                    .and_then(|frame| with_delivery(frame, None, Some(aid), false))
+                && let Some(frame) = &shared
             {
-                outbox.push(Outbound::Withdrawable {
-                    text,
-                    cancelled: cancelled.clone(),
-                });
+                outbox.push(Outbound::Copy(CopyFrame {
+                    frame: frame.clone(),
+                    did: None,
+                    aid: Some(aid),
+                    dup: false,
+                    cancelled: Some(cancelled.clone()),
+                }));
             }
         }
         if qos1 {

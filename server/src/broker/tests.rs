@@ -48,8 +48,8 @@ fn handle(session: &Arc<Session>, key: u64, frame: Value) {
 
 fn frame(rx: &mut Inbox) -> Option<Value> {
     let item = rx.try_recv()?;
-    let text = item.texts().first()?;
-    Some(serde_json::from_str(text).unwrap())
+    let text = item.pieces().next()?.text()?;
+    Some(serde_json::from_str(&text).unwrap())
 }
 
 #[tokio::test]
@@ -106,7 +106,10 @@ async fn cancelled_copies_are_withdrawn_from_the_queue() {
     );
     assert_eq!(frame(&mut rx_p).unwrap()["outcome"], "cancelled");
     let queued = rx_s.try_recv().unwrap();
-    assert!(queued.texts().is_empty(), "the queued copy is withdrawn");
+    assert!(
+        queued.pieces().next().is_none(),
+        "the queued copy is withdrawn"
+    );
 }
 
 /// Publisher `p` and subscriber `s` (of `t`) joined; `p` has published on `t` with an ack
