@@ -15,7 +15,8 @@ pub struct SessionMetrics {
     pub messages_out: AtomicU64,
     /// Bytes received from clients.
     pub bytes_in: AtomicU64,
-    /// Bytes written to clients.
+    /// Bytes of WebSocket text messages written to clients (frames, and the line feeds that join
+    /// them for clients that read batches).
     pub bytes_out: AtomicU64,
     /// Messages published.
     pub published: AtomicU64,
