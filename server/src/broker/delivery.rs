@@ -327,7 +327,10 @@ impl State {
     /// half the queue, the whole queue is compacted (amortised: it at least halves).
     pub(super) fn forget_settled_retries(&mut self) {
         let State {
-            clients, retries, ..
+            clients,
+            retries,
+            retries_peak,
+            ..
         } = self;
         let open = |&(due, key, did): &(Instant, ClientKey, u64)| {
             clients
@@ -335,6 +338,7 @@ impl State {
                 .and_then(|c| c.copies.inflight.get(&did))
                 .is_some_and(|inflight| inflight.due == due)
         };
+        *retries_peak = (*retries_peak).max(retries.len());
         while retries.front().is_some_and(|entry| !open(entry)) {
             retries.pop_front();
         }
@@ -344,8 +348,17 @@ impl State {
                 retries.retain(open);
             }
         }
-        if retries.capacity() >= COMPACT_RETRIES_FROM && retries.capacity() > 4 * retries.len() {
-            retries.shrink_to(2 * retries.len());
+    }
+
+    /// Gives back the retry queue's memory when it is much larger than the queue has been over
+    /// the last second. Called once a second: shrinking at every tick, to twice the length
+    /// left after acknowledged entries were dropped, made the queue grow again from almost
+    /// nothing, one reallocation per doubling, during every 20 ms of steady load.
+    pub(super) fn shrink_retries(&mut self) {
+        let peak = std::mem::replace(&mut self.retries_peak, self.retries.len());
+        let peak = peak.max(self.retries.len());
+        if self.retries.capacity() >= COMPACT_RETRIES_FROM && self.retries.capacity() > 4 * peak {
+            self.retries.shrink_to(2 * peak);
         }
     }
 

@@ -151,6 +151,8 @@ pub(super) struct State {
     /// time order (entries of settled copies are skipped when they come up, and dropped
     /// earlier by `forget_settled_retries`).
     pub(super) retries: VecDeque<(Instant, ClientKey, u64)>,
+    /// The longest the retry queue was since its capacity was last checked (once a second).
+    pub(super) retries_peak: usize,
     /// Clients whose queued copies wait for room in their outbound queue.
     pub(super) backlogged: IdSet<ClientKey>,
     /// Delivery status of QoS 1 messages.
@@ -383,6 +385,7 @@ impl Session {
             .is_none_or(|at| d.now.duration_since(at) >= HOUSEKEEPING)
         {
             state.housekept = Some(d.now);
+            state.shrink_retries();
             let now = super::now_ms();
             self.expire_away(&mut state, now, &mut d);
             let oldest = now.saturating_sub(settings.history_secs.saturating_mul(1000));

@@ -572,3 +572,26 @@ fn every_session_of_a_store_waits_on_the_same_backlog() {
         "one disk, one queue: its limit pauses both"
     );
 }
+
+#[test]
+fn the_retry_queue_keeps_its_room_while_busy_and_gives_it_back_when_quiet() {
+    let session = session();
+    let mut state = session.lock();
+    state.retries.reserve(100_000);
+    let room = state.retries.capacity();
+    // A busy second: the queue held up to 30 000 entries between ticks.
+    state.retries_peak = 30_000;
+    state.shrink_retries();
+    assert_eq!(
+        state.retries.capacity(),
+        room,
+        "room for the recent peak is kept"
+    );
+    // A quiet second: nothing queued since.
+    state.shrink_retries();
+    assert!(
+        state.retries.capacity() < 1000,
+        "{}",
+        state.retries.capacity()
+    );
+}
