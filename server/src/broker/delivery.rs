@@ -14,7 +14,7 @@ use axum::extract::ws::Utf8Bytes;
 use sealbus::protocol::{DeadLetter, Direct, Message, Qos, ServerFrame};
 
 use super::IdMap;
-use super::outbox::{CopyFrame, Outbound};
+use super::outbox::{AckCopy, Outbound};
 use super::session::{ClientEntry, ClientKey, State, encode};
 use super::tracking::{Track, Tracker};
 use crate::metrics::SessionMetrics;
@@ -58,25 +58,21 @@ impl Copy {
     /// This copy as a queue item with its delivery id (and ack id, and `dup` when written
     /// before); the writer splices them into the shared frame.
     fn outbound(&self, did: u64, dup: bool) -> Option<Outbound> {
-        let aid = self.ack.as_ref().map(|(aid, _)| *aid);
-        let cancelled = self.ack.as_ref().map(|(_, cancelled)| cancelled.clone());
-        let copy = match &self.frame {
-            Some(frame) => CopyFrame {
-                frame: frame.clone(),
-                did: Some(did),
-                aid,
-                dup,
-                cancelled,
-            },
-            None => CopyFrame {
-                frame: encode(&copy_frame(&self.message, Some(did), aid, dup))?,
-                did: None,
-                aid: None,
-                dup: false,
-                cancelled,
-            },
+        let frame = match &self.frame {
+            Some(frame) => frame.clone(),
+            // No shared frame (a copy restored from the store): encode the message once here.
+            None => encode(&copy_frame(&self.message, None, None, false))?,
         };
-        Some(Outbound::Copy(copy))
+        Some(match &self.ack {
+            Some((aid, cancelled)) => Outbound::AckCopy(Box::new(AckCopy {
+                frame,
+                did: Some(did),
+                aid: *aid,
+                dup,
+                cancelled: cancelled.clone(),
+            })),
+            None => Outbound::Copy { frame, did, dup },
+        })
     }
 
     fn cancelled(&self) -> bool {

@@ -24,8 +24,7 @@ use std::sync::{Arc, RwLock};
 
 pub use delivery::DEAD_LETTER_PREFIX;
 pub use outbox::{
-    ANSWER_HEADROOM, CopyFrame, Inbox, Kill, KillSwitch, Outbound, Outbox, Piece, Pieces,
-    QueueLimits,
+    ANSWER_HEADROOM, AckCopy, Inbox, Kill, KillSwitch, Outbound, Outbox, Piece, Pieces, QueueLimits,
 };
 pub use session::{ClientInfo, ClientKey, Connected, Flow, Session};
 pub use tracking::Status as MessageStatus;

@@ -20,32 +20,45 @@ use crate::config::SessionSettings;
 use crate::metrics::SessionMetrics;
 
 /// One item of an outbound queue: encoded JSON text, shared between subscribers when identical.
+///
+/// Kept at 48 bytes: the queue's channel allocates its slots 32 at a time, the first block when
+/// the connection opens, so every byte here is 32 bytes of each idle connection.
 #[derive(Debug, Clone)]
 pub enum Outbound {
     /// A frame to write.
     Frame(Utf8Bytes),
-    /// A subscriber's copy of a message, completed by the writer.
-    Copy(CopyFrame),
+    /// A QoS 1 copy of a message: the message's frame, encoded once for all its subscribers,
+    /// and the copy's delivery id, spliced in by the connection's writer
+    /// ([`sealbus::protocol::with_delivery`]) rather than under the session's lock.
+    Copy {
+        /// The message's frame without the copy's fields.
+        frame: Utf8Bytes,
+        /// Delivery id.
+        did: u64,
+        /// Written before (a redelivery).
+        dup: bool,
+    },
+    /// A publish_with_ack copy (boxed, to keep the other items small).
+    AckCopy(Box<AckCopy>),
     /// Frames that must be written together and in order (a history replay), queued as one
     /// item so that a long replay cannot overflow the queue's frame bound.
     Batch(Vec<Utf8Bytes>),
 }
 
-/// A subscriber's copy of a message: the message's frame, encoded once for all its subscribers,
-/// and the copy's own fields, spliced in when the connection's writer writes it
-/// ([`sealbus::protocol::with_delivery`]) rather than under the session's lock.
+/// A subscriber's copy of a publish_with_ack message, completed by the writer like
+/// [`Outbound::Copy`] and skipped if the publisher cancelled before it was written.
 #[derive(Debug, Clone)]
-pub struct CopyFrame {
+pub struct AckCopy {
     /// The message's frame without the copy's fields.
     pub frame: Utf8Bytes,
-    /// Delivery id (QoS 1).
+    /// Delivery id (QoS 1 messages).
     pub did: Option<u64>,
-    /// Ack id (publish_with_ack).
-    pub aid: Option<u64>,
+    /// Ack id.
+    pub aid: u64,
     /// Written before (a redelivery).
     pub dup: bool,
-    /// For a publish_with_ack copy: set when the publisher cancelled; the writer then skips it.
-    pub cancelled: Option<Arc<AtomicBool>>,
+    /// Set when the publisher cancelled.
+    pub cancelled: Arc<AtomicBool>,
 }
 
 /// Room counted for a copy's own fields in the queue's byte bound.
@@ -56,18 +69,31 @@ const COPY_FIELDS_BYTES: usize = 48;
 pub enum Piece<'a> {
     /// A complete frame.
     Text(&'a Utf8Bytes),
-    /// A copy still to be completed with its fields.
-    Copy(&'a CopyFrame),
+    /// A copy of a message still to be completed with its own fields.
+    Copy {
+        /// The message's frame.
+        frame: &'a Utf8Bytes,
+        /// Delivery id.
+        did: Option<u64>,
+        /// Ack id.
+        aid: Option<u64>,
+        /// A redelivery.
+        dup: bool,
+    },
 }
 
 impl Piece<'_> {
     /// The frame's text (`None` for a copy whose frame is not a JSON object: never written).
     pub fn text(&self) -> Option<Utf8Bytes> {
-        match self {
-            Piece::Text(text) => Some((*text).clone()),
-            Piece::Copy(copy) => {
-                sealbus::protocol::with_delivery(copy.frame.as_str(), copy.did, copy.aid, copy.dup)
-                    .map(Utf8Bytes::from)
+        match *self {
+            Piece::Text(text) => Some(text.clone()),
+            Piece::Copy {
+                frame,
+                did,
+                aid,
+                dup,
+            } => {
+                sealbus::protocol::with_delivery(frame.as_str(), did, aid, dup).map(Utf8Bytes::from)
             }
         }
     }
@@ -75,18 +101,17 @@ impl Piece<'_> {
     /// Appends the frame's text to `out` (a message being built of several frames); `false`,
     /// and `out` unchanged, when [`text`](Self::text) would be `None`.
     pub fn push_to(&self, out: &mut String) -> bool {
-        match self {
+        match *self {
             Piece::Text(text) => {
                 out.push_str(text.as_str());
                 true
             }
-            Piece::Copy(copy) => sealbus::protocol::push_with_delivery(
-                out,
-                copy.frame.as_str(),
-                copy.did,
-                copy.aid,
-                copy.dup,
-            ),
+            Piece::Copy {
+                frame,
+                did,
+                aid,
+                dup,
+            } => sealbus::protocol::push_with_delivery(out, frame.as_str(), did, aid, dup),
         }
     }
 
@@ -94,7 +119,7 @@ impl Piece<'_> {
     pub fn max_len(&self) -> usize {
         match self {
             Piece::Text(text) => text.len(),
-            Piece::Copy(copy) => copy.frame.len() + COPY_FIELDS_BYTES,
+            Piece::Copy { frame, .. } => frame.len() + COPY_FIELDS_BYTES,
         }
     }
 }
@@ -114,12 +139,20 @@ impl<'a> Iterator for Pieces<'a> {
         self.next += 1;
         match self.item {
             Outbound::Frame(text) => (at == 0).then_some(Piece::Text(text)),
-            Outbound::Copy(copy) => {
-                let withdrawn = copy
-                    .cancelled
-                    .as_ref()
-                    .is_some_and(|cancelled| cancelled.load(Ordering::Acquire));
-                (at == 0 && !withdrawn).then_some(Piece::Copy(copy))
+            Outbound::Copy { frame, did, dup } => (at == 0).then_some(Piece::Copy {
+                frame,
+                did: Some(*did),
+                aid: None,
+                dup: *dup,
+            }),
+            Outbound::AckCopy(copy) => {
+                let withdrawn = copy.cancelled.load(Ordering::Acquire);
+                (at == 0 && !withdrawn).then_some(Piece::Copy {
+                    frame: &copy.frame,
+                    did: copy.did,
+                    aid: Some(copy.aid),
+                    dup: copy.dup,
+                })
             }
             Outbound::Batch(texts) => texts.get(at).map(Piece::Text),
         }
@@ -138,7 +171,8 @@ impl Outbound {
     fn len(&self) -> usize {
         match self {
             Outbound::Frame(text) => text.len(),
-            Outbound::Copy(copy) => copy.frame.len() + COPY_FIELDS_BYTES,
+            Outbound::Copy { frame, .. } => frame.len() + COPY_FIELDS_BYTES,
+            Outbound::AckCopy(copy) => copy.frame.len() + COPY_FIELDS_BYTES,
             Outbound::Batch(texts) => texts.iter().map(|text| text.len()).sum(),
         }
     }

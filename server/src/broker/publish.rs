@@ -16,7 +16,7 @@ use sealbus::topic::is_reserved;
 use super::acks::AckCollection;
 use super::delivery::{Copy, Delivery, copy_frame};
 use super::now_ms;
-use super::outbox::{CopyFrame, Outbound, Outbox};
+use super::outbox::{AckCopy, Outbound, Outbox};
 use super::routing::not_connected;
 use super::session::{ClientKey, Session, State, encode};
 use crate::metrics::SessionMetrics;
@@ -370,13 +370,13 @@ impl Session {
             } else if let Some(outbox) = &client.outbox
                 && let Some(frame) = &shared
             {
-                outbox.push(Outbound::Copy(CopyFrame {
+                outbox.push(Outbound::AckCopy(Box::new(AckCopy {
                     frame: frame.clone(),
                     did: None,
-                    aid: Some(aid),
+                    aid,
                     dup: false,
-                    cancelled: Some(cancelled.clone()),
-                }));
+                    cancelled: cancelled.clone(),
+                })));
             }
         }
         if qos1 {

@@ -595,3 +595,14 @@ fn the_retry_queue_keeps_its_room_while_busy_and_gives_it_back_when_quiet() {
         state.retries.capacity()
     );
 }
+
+#[test]
+fn outbound_items_stay_small() {
+    // The outbound channel allocates its slots 32 at a time when a connection opens: a larger
+    // item costs every idle connection 32 times the difference (docs/PERFORMANCE.md).
+    assert!(
+        std::mem::size_of::<Outbound>() <= 48,
+        "{}",
+        std::mem::size_of::<Outbound>()
+    );
+}
