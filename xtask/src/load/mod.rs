@@ -49,7 +49,9 @@ machine's cores; the figures include that.
 
 LOAD_WINDOW sets the requests in flight of `ack` (publish_with_ack, default 64), `qos1` (default
 256) and `client` (default 256). LOAD_WORKERS sets the load tool's own worker threads (default:
-one per core).
+one per core). LOAD_BATCH=0 makes the tool's raw connections read and send one frame per
+WebSocket message (by default they announce `hello.batch` and join what they send, as the SDKs
+do; docs/PROTOCOL.md §1).
 
 The `client` scenario measures the Rust SDK (`sealbus::Client`) over a real socket, 128-byte
 payloads, plain and sealed: publishes/s of one client (QoS 0 and QoS 1, a window of publishes
