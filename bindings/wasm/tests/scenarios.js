@@ -108,6 +108,34 @@ export const scenarios = {
     await b.close();
   },
 
+  async 'a burst of QoS 1 messages (joined on the wire) arrives in order and every copy is acked'({ sdk, url, assert }) {
+    // Both sides announce messages of several frames: the server joins the burst's copies, the
+    // subscriber's engine splits them and joins its acks, the publisher's joins its publishes.
+    const a = await connect(sdk, url);
+    const b = await connect(sdk, url);
+    const topic = unique('burst/');
+    const got = [];
+    await b.subscribe(topic, (m) => {
+      got.push(m.data.n);
+    });
+    const count = 300;
+    const published = await Promise.all(
+      Array.from({ length: count }, (_, n) => a.publish(topic, { n }, { qos: 1 })),
+    );
+    await until(() => got.length === count, 10000, 'the burst');
+    assert.deepEqual(got, Array.from({ length: count }, (_, n) => n));
+    // Every copy's ack reached the server: the last message's copy is acknowledged, once.
+    const { mid } = published[count - 1];
+    let report = await a.deliveryStatus(mid);
+    for (let i = 0; i < 250 && report.copies[0]?.state !== 'acknowledged'; i += 1) {
+      await sleep(20);
+      report = await a.deliveryStatus(mid);
+    }
+    assert.deepEqual(report.copies, [{ client: b.clientId, state: 'acknowledged', attempts: 1 }]);
+    await a.close();
+    await b.close();
+  },
+
   async 'deliveryStatus reports each subscriber copy of a QoS 1 message'({ sdk, url, assert }) {
     const a = await connect(sdk, url);
     const b = await connect(sdk, url);
