@@ -358,13 +358,14 @@ impl Engine {
             with_ack: ack_timeout_ms.is_some(),
             request: None,
         };
-        let queue_empty = self.outgoing.values().all(|o| o.request.is_some());
+        let queue_empty = !self.maybe_unsent || self.outgoing.values().all(|o| o.request.is_some());
         if connected && !answered && queue_empty {
             self.send(outgoing.frame, now);
             self.complete(op, Ok(published(None)));
             return Ok(op);
         }
         self.outgoing.insert(op, outgoing);
+        self.maybe_unsent = true;
         if !answered {
             // QoS 0 completes once handed over (queued behind earlier publishes, or offline).
             self.complete(op, Ok(published(None)));
@@ -378,6 +379,11 @@ impl Engine {
     /// Sends queued publishes in order while the server's `max_inflight` window has room.
     /// A QoS 0 publish queued behind answered ones waits its turn, so order is kept.
     pub(super) fn pump(&mut self, now: Millis) {
+        // Called after every frame from the server: without unsent publishes there is nothing
+        // to walk (the walk over every publish in flight was ~3% of a busy client).
+        if !self.maybe_unsent {
+            return;
+        }
         let window = self.limits.max_inflight.max(1) as usize;
         let unsent: Vec<(OpId, bool)> = self
             .outgoing
@@ -391,6 +397,7 @@ impl Engine {
             }
             self.send_outgoing(op, now);
         }
+        self.maybe_unsent = false;
     }
 
     /// Sends (or resends) outgoing publish `op` with a fresh request id when it is answered.

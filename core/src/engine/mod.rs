@@ -197,6 +197,8 @@ pub struct Engine {
     /// Filters unsubscribed while away, for a persistent client's next connection.
     pending_unsubs: Vec<String>,
     outgoing: BTreeMap<OpId, Outgoing>,
+    /// Some publish in `outgoing` may be unsent (false: every one has its request in flight).
+    maybe_unsent: bool,
     collections: Collections,
     deliveries: Deliveries,
 }
@@ -249,6 +251,7 @@ impl Engine {
             directs: Vec::new(),
             pending_unsubs: Vec::new(),
             outgoing: BTreeMap::new(),
+            maybe_unsent: false,
             collections: Collections::default(),
             deliveries: Deliveries::default(),
         };
@@ -563,6 +566,7 @@ impl Engine {
                 self.finish_ack(op, AckFinish::Disconnected);
             } else if let Some(o) = self.outgoing.get_mut(&op) {
                 o.request = None;
+                self.maybe_unsent = true;
             }
         }
         for op in self.collections.ops() {
