@@ -8,22 +8,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{FutureExt as _, SinkExt, StreamExt};
+use futures_util::{FutureExt as _, StreamExt};
 use sealbus::protocol::{
-    ClientFrame, Codec, ErrorCode, ErrorFrame, FRAME_SEPARATOR, Hello, PROTOCOL_VERSION,
-    ProtocolError, SUBPROTOCOL, ServerFrame, split_frames,
+    ClientFrame, Codec, ErrorCode, Hello, PROTOCOL_VERSION, ProtocolError, SUBPROTOCOL,
+    ServerFrame, split_frames,
 };
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite;
 
-use crate::broker::{
-    Flow, Inbox, Kill, KillSwitch, Outbound, Outbox, Piece, QueueLimits, Session, now_ms,
-};
+use crate::broker::{Flow, Kill, Outbound, Outbox, QueueLimits, Session, now_ms};
 use crate::error::Error;
 use crate::metrics::SessionMetrics;
 use crate::server::Server;
@@ -50,9 +48,6 @@ const LOCK_YIELDS: usize = 8;
 
 /// Set once the missing-peer-address warning was logged.
 static NO_PEER_WARNED: AtomicBool = AtomicBool::new(false);
-
-/// How long the writer may take to send the final `error` + close frames.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a connection closed for an oversized frame stays open so the client can read the
 /// close frame.
@@ -104,32 +99,9 @@ pub(crate) async fn upgrade(State(server): State<Server>, request: Request<Body>
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
 
-async fn send_text(sink: &mut Sink, frame: &ServerFrame) {
-    if let Ok(text) = Codec::encode_server(frame) {
-        let _ = sink.send(Message::Text(text.into())).await;
-    }
-}
+mod writer;
 
-/// Sends an `error` frame and closes with the error's close code.
-async fn close_with(sink: &mut Sink, error: ErrorFrame) {
-    let code = error.code.close_code();
-    let reason = Utf8Bytes::from(error.code.name());
-    let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        send_text(sink, &ServerFrame::Error(error)).await;
-        send_close(sink, CloseFrame { code, reason }).await;
-    })
-    .await;
-}
-
-/// Sends `frame` to close the connection. When the client closed first, tungstenite has
-/// queued the reply to its close frame and refuses another: `close` flushes that reply.
-/// Without it the client saw the connection end without a closing handshake (1006 in
-/// browsers).
-async fn send_close(sink: &mut Sink, frame: CloseFrame) {
-    if sink.send(Message::Close(Some(frame))).await.is_err() {
-        let _ = sink.close().await;
-    }
-}
+use writer::{Joiner, close_with, writer};
 
 /// Counts a running connection for the shutdown drain.
 struct Running(Server);
@@ -519,187 +491,4 @@ fn push_error(outbox: &Outbox, err: &ProtocolError) {
     if let Ok(text) = Codec::encode_server(&ServerFrame::Error(err.to_frame())) {
         outbox.push_answer(Outbound::Frame(text.into()));
     }
-}
-
-/// Largest message the writer builds from several queued frames for a client that reads
-/// batches (`hello.batch`). Small enough for any client's read buffer and to keep a burst's
-/// first frames from waiting on its last; a frame larger than this goes alone.
-const JOINED_BYTES: usize = 16 * 1024;
-
-/// Joins queued frames into one WebSocket message for clients that read batches: one message
-/// (header, tungstenite's per-message work, the client's per-message work) per burst instead of
-/// one per frame. Frames of other clients pass through one by one. Copies of messages get their
-/// own fields here ([`Piece`]), written straight into the message being built.
-struct Joiner {
-    /// The client reads batches.
-    enabled: bool,
-    /// The first frame of the message being built, kept as is while it is alone.
-    first: Option<Utf8Bytes>,
-    /// The message being built, once it has two frames or a copy.
-    joined: String,
-}
-
-impl Joiner {
-    fn new(enabled: bool) -> Self {
-        Joiner {
-            enabled,
-            first: None,
-            joined: String::new(),
-        }
-    }
-
-    /// Adds a frame; returns a message to write first when the frame does not fit (or, for a
-    /// client that does not read batches, the frame itself).
-    fn push(&mut self, piece: Piece<'_>) -> Option<Utf8Bytes> {
-        if !self.enabled {
-            return piece.text();
-        }
-        let pending = self.joined.len() + self.first.as_ref().map_or(0, |t| t.len());
-        let full = if pending > 0 && pending + 1 + piece.max_len() > JOINED_BYTES {
-            self.take()
-        } else {
-            None
-        };
-        match piece {
-            Piece::Text(text) if self.first.is_none() && self.joined.is_empty() => {
-                self.first = Some(text.clone());
-            }
-            piece => {
-                if let Some(first) = self.first.take() {
-                    self.joined.push_str(first.as_str());
-                }
-                let mark = self.joined.len();
-                if mark > 0 {
-                    self.joined.push(FRAME_SEPARATOR);
-                }
-                if !piece.push_to(&mut self.joined) {
-                    self.joined.truncate(mark);
-                }
-            }
-        }
-        full
-    }
-
-    /// The message built so far, if any.
-    fn take(&mut self) -> Option<Utf8Bytes> {
-        if let Some(first) = self.first.take() {
-            return Some(first);
-        }
-        (!self.joined.is_empty()).then(|| Utf8Bytes::from(std::mem::take(&mut self.joined)))
-    }
-}
-
-/// Drains the outbound queue to the socket; on kill, writes the reason and closes.
-async fn writer(
-    mut sink: Sink,
-    mut rx: Inbox,
-    mut joiner: Joiner,
-    kill: Arc<KillSwitch>,
-    metrics: Arc<SessionMetrics>,
-) {
-    let mut killed = kill.subscribe();
-    // One kill waiter for the task's life, polled again at each wait (see `read_loop`).
-    let kill_signal = killed.wait_for(|k| *k);
-    tokio::pin!(kill_signal);
-    // Frames are buffered while more are queued and flushed when the queue runs dry: one write
-    // system call per burst instead of one per frame.
-    let mut unflushed = false;
-    'frames: loop {
-        if rx.is_empty() {
-            if let Some(message) = joiner.take() {
-                SessionMetrics::add(&metrics.bytes_out, message.len() as u64);
-                let mut feed = sink.feed(Message::Text(message));
-                let sent = tokio::select! {
-                    biased;
-                    _ = &mut kill_signal => break 'frames,
-                    sent = &mut feed => sent,
-                };
-                if sent.is_err() {
-                    return;
-                }
-                unflushed = true;
-            }
-            if unflushed && rx.is_empty() {
-                tokio::select! {
-                    biased;
-                    _ = &mut kill_signal => break 'frames,
-                    flushed = sink.flush() => if flushed.is_err() { return },
-                }
-                unflushed = false;
-            }
-        }
-        // Polling the kill waiter for every frame was ~3% of the server under load: while
-        // frames are queued, a look at the kill switch's flag does.
-        if kill.reason().is_some() {
-            break 'frames;
-        }
-        let item = match rx.try_recv() {
-            Some(item) => Some(item),
-            None => tokio::select! {
-                biased;
-                _ = &mut kill_signal => break 'frames,
-                item = rx.recv() => item,
-            },
-        };
-        let Some(item) = item else {
-            let normal = CloseFrame {
-                code: 1000,
-                reason: Utf8Bytes::from_static(""),
-            };
-            let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                if let Some(message) = joiner.take() {
-                    let _ = sink.send(Message::Text(message)).await;
-                }
-                send_close(&mut sink, normal).await;
-            })
-            .await;
-            return;
-        };
-        for piece in item.pieces() {
-            SessionMetrics::add(&metrics.messages_out, 1);
-            let Some(message) = joiner.push(piece) else {
-                continue;
-            };
-            SessionMetrics::add(&metrics.bytes_out, message.len() as u64);
-            let mut feed = sink.feed(Message::Text(message));
-            let sent = match (&mut feed).now_or_never() {
-                Some(sent) => sent,
-                // The socket is not taking more: wait for it, or for the kill switch.
-                None => tokio::select! {
-                    biased;
-                    _ = &mut kill_signal => break 'frames,
-                    sent = feed => sent,
-                },
-            };
-            if sent.is_err() {
-                return;
-            }
-            unflushed = true;
-        }
-    }
-    let Some(reason) = kill.reason().cloned() else {
-        return;
-    };
-    if reason.drain {
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            while let Some(item) = rx.try_recv() {
-                for piece in item.pieces() {
-                    if let Some(message) = joiner.push(piece)
-                        && sink.send(Message::Text(message)).await.is_err()
-                    {
-                        return;
-                    }
-                }
-            }
-            if let Some(message) = joiner.take() {
-                let _ = sink.send(Message::Text(message)).await;
-            }
-        })
-        .await;
-    }
-    close_with(
-        &mut sink,
-        ErrorFrame::new(None, reason.code, reason.message),
-    )
-    .await;
 }
