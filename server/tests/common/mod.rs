@@ -156,18 +156,7 @@ impl Client {
 
     /// The next frame (ping/pong skipped); panics on close or after [`WAIT`].
     pub async fn recv(&mut self) -> Value {
-        loop {
-            let message = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("timed out waiting for a frame")
-                .expect("connection ended")
-                .expect("read error");
-            match message {
-                Message::Text(text) => return serde_json::from_str(&text).unwrap(),
-                Message::Close(close) => panic!("unexpected close: {close:?}"),
-                _ => {}
-            }
-        }
+        serde_json::from_str(&self.recv_message().await).unwrap()
     }
 
     /// The next text message as sent (it may carry several frames); panics on close or after
