@@ -198,6 +198,7 @@ impl Participant {
             false,
             Permissions::default(),
             outbox,
+            false,
         )?;
         let routes = Arc::new(Mutex::new(Routes::default()));
         let (direct_tx, direct_rx) = mpsc::channel(settings.outbound_queue as usize);

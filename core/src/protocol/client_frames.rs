@@ -65,8 +65,9 @@ pub struct Hello {
     /// Keep subscriptions and QoS 1 messages while the client is away (needs `client_id`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub persistent: bool,
-    /// The client reads several frames from one WebSocket message (separated by `\n`; see
-    /// [`split_frames`](super::split_frames)), so the server may write them together.
+    /// The client asks for batches: it reads several frames from one WebSocket message
+    /// (separated by `\n`; see [`split_frames`](super::split_frames)) and, once the server
+    /// agrees (`welcome.batch`), writes them so too. Without it, a message is one frame.
     #[serde(default, skip_serializing_if = "is_false")]
     pub batch: bool,
 }

@@ -65,8 +65,9 @@ pub struct Welcome {
     /// Server name and version, for diagnostics.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub server: String,
-    /// The server reads several frames from one WebSocket message of this client (separated by
-    /// `\n`; see [`split_frames`](super::split_frames)).
+    /// The server agrees to batches with this client (asked for in `hello.batch`): it reads
+    /// several frames from one WebSocket message (separated by `\n`; see
+    /// [`split_frames`](super::split_frames)) and may write them so.
     #[serde(default, skip_serializing_if = "is_false")]
     pub batch: bool,
 }

@@ -23,13 +23,15 @@ impl Session {
     /// Registers a connection and queues its `welcome`. A connection already holding the
     /// client id is closed with `replaced`. A persistent client (`persistent` with a client id)
     /// gets back the subscriptions and queued QoS 1 copies it left, which are written after
-    /// `welcome`.
+    /// `welcome`. `batch`: the client announced that it reads and sends messages of several
+    /// frames (`hello.batch`); its `welcome` says the server does too.
     pub fn connect(
         &self,
         client_id: Option<String>,
         persistent: bool,
         permissions: Permissions,
         outbox: Outbox,
+        batch: bool,
     ) -> Result<Connected> {
         if persistent && client_id.is_none() {
             return Err(Error::protocol(
@@ -99,7 +101,7 @@ impl Session {
             session_present,
             limits: settings.limits(),
             server: concat!("sealbus/", env!("CARGO_PKG_VERSION")).into(),
-            batch: true,
+            batch,
         });
         state.send(key, &welcome);
         state.flush_queue(key, &mut d);

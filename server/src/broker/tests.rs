@@ -33,7 +33,13 @@ fn limits(frames: usize) -> QueueLimits {
 fn join(session: &Session, id: &str) -> (u64, Inbox) {
     let (outbox, mut rx) = Outbox::new(limits(64), session.metrics().clone());
     let connected = session
-        .connect(Some(id.into()), false, Permissions::default(), outbox)
+        .connect(
+            Some(id.into()),
+            false,
+            Permissions::default(),
+            outbox,
+            false,
+        )
         .unwrap();
     assert!(matches!(frame(&mut rx), Some(v) if v["type"] == "welcome"));
     (connected.key, rx)
@@ -146,7 +152,13 @@ async fn leaving_answers_disconnected_and_takeover_kills_the_old_connection() {
             .clone()
     };
     session
-        .connect(Some("s".into()), false, Permissions::default(), outbox)
+        .connect(
+            Some("s".into()),
+            false,
+            Permissions::default(),
+            outbox,
+            false,
+        )
         .unwrap();
     assert_eq!(
         old_kill.reason().map(|k| k.code),
@@ -220,6 +232,7 @@ async fn qos1_copies_wait_for_room_instead_of_disconnecting_a_slow_subscriber() 
             false,
             Permissions::default(),
             outbox.clone(),
+            false,
         )
         .unwrap()
         .key;
@@ -399,7 +412,13 @@ fn answers_may_use_the_headroom_that_copies_may_not() {
 fn join_with(session: &Session, id: &str, frames: usize) -> (u64, Inbox) {
     let (outbox, mut rx) = Outbox::new(limits(frames), session.metrics().clone());
     let connected = session
-        .connect(Some(id.into()), false, Permissions::default(), outbox)
+        .connect(
+            Some(id.into()),
+            false,
+            Permissions::default(),
+            outbox,
+            false,
+        )
         .unwrap();
     assert!(matches!(frame(&mut rx), Some(v) if v["type"] == "welcome"));
     (connected.key, rx)

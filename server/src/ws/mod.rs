@@ -150,6 +150,7 @@ async fn connection(server: Server, socket: WebSocket, peer: Option<IpAddr>) {
         admitted.persistent,
         admitted.permissions,
         outbox.clone(),
+        admitted_batch,
     ) {
         Ok(connected) => connected,
         Err(err) => {
@@ -176,6 +177,7 @@ async fn connection(server: Server, socket: WebSocket, peer: Option<IpAddr>) {
         &mut stream,
         codec,
         keepalive,
+        admitted_batch,
     )
     .await;
     session.disconnect(connected.key);
@@ -332,6 +334,7 @@ async fn read_loop(
     stream: &mut Stream,
     codec: Codec,
     keepalive: Duration,
+    batches: bool,
 ) {
     let kill = outbox.kill_switch().clone();
     let mut killed = kill.subscribe();
@@ -389,7 +392,7 @@ async fn read_loop(
                         });
                         return finish(session, key, &mut batch);
                     }
-                    for piece in split_frames(text.as_str()) {
+                    for piece in frames_of(text.as_str(), batches) {
                         SessionMetrics::add(&metrics.messages_in, 1);
                         match codec.decode_client_text(piece) {
                             Ok(frame) => batch.push(frame),
@@ -456,6 +459,17 @@ async fn read_loop(
             return;
         }
     }
+}
+
+/// The frames of a text message: split at line feeds for a client that announced batches, the
+/// whole text otherwise (another client's single frame may hold line feeds as JSON whitespace).
+fn frames_of(text: &str, batches: bool) -> impl Iterator<Item = &str> {
+    let (whole, split) = if batches {
+        (None, Some(split_frames(text)))
+    } else {
+        (Some(text), None)
+    };
+    whole.into_iter().chain(split.into_iter().flatten())
 }
 
 /// Hands the gathered frames to the session (emptying `batch`).
