@@ -31,18 +31,7 @@ fn limits(frames: usize) -> QueueLimits {
 }
 
 fn join(session: &Session, id: &str) -> (u64, Inbox) {
-    let (outbox, mut rx) = Outbox::new(limits(64), session.metrics().clone());
-    let connected = session
-        .connect(
-            Some(id.into()),
-            false,
-            Permissions::default(),
-            outbox,
-            false,
-        )
-        .unwrap();
-    assert!(matches!(frame(&mut rx), Some(v) if v["type"] == "welcome"));
-    (connected.key, rx)
+    join_with(session, id, 64)
 }
 
 fn handle(session: &Arc<Session>, key: u64, frame: Value) {
