@@ -186,8 +186,10 @@ impl Writer {
                     "store: a group of writes could not be committed and was rolled back"
                 );
             }
-            finish(group, &result);
+            // Out of the backlog before the callbacks run: a callback (a `flush` waiting, a
+            // confirmation) may look at the backlog and must not find its own group there.
             self.backlog.remove(weight);
+            finish(group, &result);
         }
     }
 
