@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use tokio::task::JoinHandle;
 
-use super::conn::{Joined, Rx, Tx};
+use super::conn::{self, Joined, Rx, Target, Tx};
 
 /// What one subscriber saw.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -54,14 +55,46 @@ fn ack_for(text: &str, received: &mut Received) -> Option<String> {
     Some(ack)
 }
 
+/// Acknowledging subscribers of one topic, started and stopped together.
+pub(crate) struct Ackers {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<Result<Received>>>,
+}
+
+impl Ackers {
+    /// Connects `count` subscribers (client ids `{name}-{i}`) to `topic`, each acknowledging
+    /// what it receives from then on.
+    pub(crate) async fn start(
+        target: &Target,
+        name: &str,
+        topic: &str,
+        count: usize,
+    ) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::with_capacity(count);
+        for i in 0..count {
+            let (mut tx, mut rx) = conn::connect(target, &format!("{name}-{i}")).await?;
+            conn::subscribe(&mut tx, &mut rx, topic).await?;
+            tasks.push(tokio::spawn(acking_subscriber(tx, rx, stop.clone())));
+        }
+        Ok(Ackers { stop, tasks })
+    }
+
+    /// Stops every subscriber; returns what each received.
+    pub(crate) async fn stop(self) -> Result<Vec<Received>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut received = Vec::with_capacity(self.tasks.len());
+        for task in self.tasks {
+            received.push(task.await??);
+        }
+        Ok(received)
+    }
+}
+
 /// Acknowledges every message that asks for it until `stop`; acks of the frames that are
 /// already readable go out in one write (one message when the server reads batches). Returns
 /// what arrived.
-pub(crate) async fn acking_subscriber(
-    mut tx: Tx,
-    mut rx: Rx,
-    stop: Arc<AtomicBool>,
-) -> Result<Received> {
+async fn acking_subscriber(mut tx: Tx, mut rx: Rx, stop: Arc<AtomicBool>) -> Result<Received> {
     let mut received = Received::default();
     let mut acks = Joined::new(rx.server_joins);
     while !stop.load(Ordering::Relaxed) {

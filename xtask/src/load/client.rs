@@ -84,10 +84,7 @@ struct Row {
 
 /// Runs the publish and receive measurements, `duration` each, and prints a summary.
 pub(crate) async fn run(target: &Target, duration: Duration) -> Result<()> {
-    let window: usize = std::env::var("LOAD_WINDOW")
-        .ok()
-        .and_then(|w| w.parse().ok())
-        .unwrap_or(256);
+    let window = super::load_window(256) as usize;
     let key = Key::generate().context("generating the end-to-end key")?;
     let mut rows = Vec::new();
     for case in CASES {

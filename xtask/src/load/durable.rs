@@ -6,14 +6,12 @@
 //! the run checks that every subscriber received every confirmed message.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use sealbus::protocol::{Payload, Publish, Qos, ServerFrame};
 
-use super::acker::acking_subscriber;
+use super::acker::Ackers;
 use super::conn::{self, PublishTemplate, Target};
 use super::scenarios::{PAYLOAD_BYTES, percentile, run_prefix};
 
@@ -25,19 +23,10 @@ pub(crate) async fn qos1(
     subscribers: usize,
     duration: Duration,
 ) -> Result<()> {
-    let window: u64 = std::env::var("LOAD_WINDOW")
-        .ok()
-        .and_then(|w| w.parse().ok())
-        .unwrap_or(256);
+    let window = super::load_window(256);
     let prefix = run_prefix();
     let topic = format!("{prefix}/q1");
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for i in 0..subscribers {
-        let (mut tx, mut rx) = conn::connect(target, &format!("{prefix}-q1-sub-{i}")).await?;
-        conn::subscribe(&mut tx, &mut rx, &topic).await?;
-        tasks.push(tokio::spawn(acking_subscriber(tx, rx, stop.clone())));
-    }
+    let ackers = Ackers::start(target, &format!("{prefix}-q1-sub"), &topic, subscribers).await?;
     let (mut tx, mut rx) = conn::connect(target, &format!("{prefix}-q1-pub")).await?;
     let template = PublishTemplate::new(Publish {
         id: None,
@@ -82,10 +71,8 @@ pub(crate) async fn qos1(
     // with a single-threaded generator counted copies still in flight after 1 s). Less than the
     // retry interval, so a redelivery cannot hide a loss.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::Relaxed);
     let (mut copies, mut duplicates, mut short) = (0u64, 0u64, 0usize);
-    for task in tasks {
-        let received = task.await??;
+    for received in ackers.stop().await? {
         copies += received.copies;
         duplicates += received.duplicates;
         short += usize::from(received.copies - received.duplicates < confirmed);

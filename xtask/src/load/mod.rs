@@ -70,6 +70,14 @@ struct Options {
     target: Option<Target>,
 }
 
+/// Requests in flight for a scenario: `LOAD_WINDOW` when set, `default` otherwise.
+pub(crate) fn load_window(default: u64) -> u64 {
+    std::env::var("LOAD_WINDOW")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(default)
+}
+
 fn parse(args: &[String]) -> Result<Option<Options>> {
     let mut options = Options {
         scenario: "all".into(),

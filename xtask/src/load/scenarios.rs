@@ -13,7 +13,7 @@ use sealbus::protocol::{
 };
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use super::acker::acking_subscriber;
+use super::acker::Ackers;
 use super::conn::{self, PublishTemplate, Rx, Target, Tx};
 
 /// Payload size of every scenario.
@@ -258,19 +258,10 @@ async fn sustains(
 
 /// publish_with_ack round trips with `subscribers` acking subscribers, 64 in flight.
 pub(crate) async fn acks(target: &Target, subscribers: usize, duration: Duration) -> Result<()> {
-    let window: u64 = std::env::var("LOAD_WINDOW")
-        .ok()
-        .and_then(|w| w.parse().ok())
-        .unwrap_or(64);
+    let window = super::load_window(64);
     let prefix = run_prefix();
     let topic = format!("{prefix}/ack");
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for i in 0..subscribers {
-        let (mut tx, mut rx) = conn::connect(target, &format!("{prefix}-acker-{i}")).await?;
-        conn::subscribe(&mut tx, &mut rx, &topic).await?;
-        tasks.push(tokio::spawn(acking_subscriber(tx, rx, stop.clone())));
-    }
+    let ackers = Ackers::start(target, &format!("{prefix}-acker"), &topic, subscribers).await?;
     let (mut tx, mut rx) = conn::connect(target, &format!("{prefix}-publisher")).await?;
     let began = Instant::now();
     let deadline = began + duration;
@@ -324,10 +315,7 @@ pub(crate) async fn acks(target: &Target, subscribers: usize, duration: Duration
         }
     }
     let elapsed = began.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        task.await??;
-    }
+    ackers.stop().await?;
     latencies.sort_unstable();
     println!(
         "publish_with_ack, {subscribers} subscribers, {window} in flight: {complete} complete \
