@@ -271,11 +271,9 @@ impl Engine {
         if self.server_joins {
             let limit = JOINED_BYTES.min(self.limits.max_frame_bytes as usize);
             while let Some(next) = self.transmits.front() {
-                if text.len() + 1 + next.len() > limit {
+                if !crate::protocol::join_frame(&mut text, next, limit) {
                     break;
                 }
-                text.push(crate::protocol::FRAME_SEPARATOR);
-                text.push_str(next);
                 self.transmits.pop_front();
             }
         }

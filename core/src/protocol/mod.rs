@@ -98,6 +98,31 @@ pub fn split_frames(text: &str) -> impl Iterator<Item = &str> {
         .filter(|frame| !frame.is_empty())
 }
 
+/// Appends `frame` to `message`, a message of several frames being built, after a
+/// [`FRAME_SEPARATOR`], unless that would make it longer than `limit` bytes. An empty message
+/// takes any frame. Returns whether `frame` was added ([`split_frames`] undoes it).
+///
+/// ```
+/// use sealbus::protocol::join_frame;
+/// let mut message = String::new();
+/// assert!(join_frame(&mut message, "{\"a\":1}", 16));
+/// assert!(join_frame(&mut message, "{\"b\":2}", 16));
+/// assert!(!join_frame(&mut message, "{\"c\":3}", 16), "over the limit");
+/// assert_eq!(message, "{\"a\":1}\n{\"b\":2}");
+/// ```
+pub fn join_frame(message: &mut String, frame: &str, limit: usize) -> bool {
+    if message.is_empty() {
+        message.push_str(frame);
+        return true;
+    }
+    if message.len() + 1 + frame.len() > limit {
+        return false;
+    }
+    message.push(FRAME_SEPARATOR);
+    message.push_str(frame);
+    true
+}
+
 /// Cuts `text` to at most `max` bytes on a character boundary, for error messages.
 pub(crate) fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {

@@ -3,11 +3,14 @@
 //! The load tool speaks the wire protocol directly (not through the SDK) so that it measures the
 //! server, and so that its own cost per message stays small.
 
+use std::collections::VecDeque;
+use std::ops::Range;
+
 use anyhow::{Context, Result, bail};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt as _, SinkExt, StreamExt};
 use sealbus::protocol::{
-    Auth, ClientFrame, Codec, FRAME_SEPARATOR, Hello, Publish, ServerFrame, Subscribe,
+    Auth, ClientFrame, Codec, Hello, Publish, ServerFrame, Subscribe, join_frame, split_frames,
 };
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -33,8 +36,8 @@ pub(crate) fn batches_wanted() -> bool {
 /// The receiving half of a connection: yields frames, splitting messages that carry several.
 pub(crate) struct Rx {
     stream: SplitStream<Ws>,
-    /// The message being split, and where its next frame starts.
-    current: Option<(Utf8Bytes, usize)>,
+    /// The message being split, and where its frames not yet taken lie in it.
+    current: Option<(Utf8Bytes, VecDeque<Range<usize>>)>,
     /// The server reads several frames per message from this connection (`welcome.batch`).
     pub(crate) server_joins: bool,
 }
@@ -42,38 +45,28 @@ pub(crate) struct Rx {
 /// One frame's text, a slice of the message it came in.
 pub(crate) struct Text {
     message: Utf8Bytes,
-    start: usize,
-    end: usize,
+    range: Range<usize>,
 }
 
 impl Text {
     /// The frame.
     pub(crate) fn as_str(&self) -> &str {
-        &self.message.as_str()[self.start..self.end]
+        &self.message.as_str()[self.range.clone()]
     }
 }
 
 impl Rx {
     /// The next frame of the message being split, if any.
     fn split_next(&mut self) -> Option<Text> {
-        loop {
-            let (message, at) = self.current.as_mut()?;
-            let text = message.as_str();
-            if *at >= text.len() {
+        let (message, ranges) = self.current.as_mut()?;
+        match ranges.pop_front() {
+            Some(range) => Some(Text {
+                message: message.clone(),
+                range,
+            }),
+            None => {
                 self.current = None;
-                return None;
-            }
-            let start = *at;
-            let end = text[start..]
-                .find(FRAME_SEPARATOR)
-                .map_or(text.len(), |i| start + i);
-            *at = end + 1;
-            if end > start {
-                return Some(Text {
-                    message: message.clone(),
-                    start,
-                    end,
-                });
+                None
             }
         }
     }
@@ -82,7 +75,14 @@ impl Rx {
     fn take(&mut self, read: Option<Result<WsMessage, WsError>>) -> Result<()> {
         match read {
             Some(Ok(WsMessage::Text(text))) => {
-                self.current = Some((text, 0));
+                let base = text.as_str().as_ptr() as usize;
+                let ranges = split_frames(text.as_str())
+                    .map(|frame| {
+                        let start = frame.as_ptr() as usize - base;
+                        start..start + frame.len()
+                    })
+                    .collect();
+                self.current = Some((text, ranges));
                 Ok(())
             }
             Some(Ok(WsMessage::Close(close))) => bail!("server closed the connection: {close:?}"),
@@ -139,13 +139,10 @@ impl Joined {
             tx.feed(WsMessage::text(frame)).await?;
             return Ok(());
         }
-        if !self.text.is_empty() && self.text.len() + 1 + frame.len() > JOINED_BYTES {
+        if !join_frame(&mut self.text, frame, JOINED_BYTES) {
             self.feed(tx).await?;
+            self.text.push_str(frame);
         }
-        if !self.text.is_empty() {
-            self.text.push(FRAME_SEPARATOR);
-        }
-        self.text.push_str(frame);
         Ok(())
     }
 
