@@ -164,3 +164,46 @@ async fn a_message_over_the_frame_limit_closes_with_frame_too_large_though_each_
     assert_eq!(errors.last().unwrap()["name"], "frame_too_large");
     assert_eq!(close, 4004);
 }
+
+/// The value of `counter` for session `s` in the server's `/metrics`.
+async fn metric(addr: SocketAddr, counter: &str) -> u64 {
+    let (status, metrics) = common::http(addr, "GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    let row = format!("{counter}{{session=\"s\"}} ");
+    metrics
+        .as_str()
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix(&row))
+        .unwrap_or_else(|| panic!("no {row}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_frames_and_the_bytes_of_joined_messages() {
+    let t = start(vec![session("s", "p")]).await;
+    // The session's only client: everything the server writes in it comes to this client.
+    let (mut client, welcome) = join(t.addr, "c", true).await;
+    client
+        .send(json!({"type":"subscribe","id":1,"filter":"t"}))
+        .await;
+    const N: usize = 100;
+    let subscribed = read_frames(&mut client, 1).await;
+    publish_burst(&mut client, "t", N, 200).await;
+    let copies = read_frames(&mut client, N).await;
+    assert!(copies.len() < N, "the copies came joined");
+    let frames = 2 + N as u64; // welcome, subscribed, the copies
+    let bytes = welcome.to_string().len()
+        + subscribed
+            .iter()
+            .chain(&copies)
+            .map(String::len)
+            .sum::<usize>();
+    assert_eq!(metric(t.addr, "sealbus_messages_out_total").await, frames);
+    assert_eq!(
+        metric(t.addr, "sealbus_bytes_out_total").await,
+        bytes as u64
+    );
+}
