@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::Utf8Bytes;
 use sealbus::protocol::{DeadLetter, Direct, Message, Qos, ServerFrame};
 
-use super::IdMap;
+use super::by_did::ByDid;
 use super::outbox::{AckCopy, Outbound};
 use super::session::{ClientEntry, ClientKey, State, encode};
 use super::tracking::{Track, Tracker};
@@ -97,7 +97,7 @@ pub(super) struct Inflight {
 #[derive(Debug, Default)]
 pub(super) struct Copies {
     /// Written copies by delivery id.
-    pub(super) inflight: IdMap<u64, Inflight>,
+    pub(super) inflight: ByDid<Inflight>,
     /// Copies waiting to be written, oldest first.
     pub(super) queued: VecDeque<Copy>,
 }
@@ -116,7 +116,12 @@ impl Copies {
     /// left its ack collections (they got a `disconnected` response), so the copies no longer
     /// belong to one; copies of cancelled collections are dropped.
     pub(super) fn requeue_inflight(&mut self) {
-        let mut inflight: Vec<Copy> = self.inflight.drain().map(|(_, i)| i.copy).collect();
+        let mut inflight: Vec<Copy> = self
+            .inflight
+            .drain()
+            .into_iter()
+            .map(|(_, i)| i.copy)
+            .collect();
         inflight.sort_by_key(|c| c.message.key);
         for copy in inflight.into_iter().rev() {
             self.queued.push_front(copy);
@@ -129,7 +134,12 @@ impl Copies {
 
     /// Every copy, in flight first.
     pub(super) fn drain(&mut self) -> Vec<Copy> {
-        let mut copies: Vec<Copy> = self.inflight.drain().map(|(_, i)| i.copy).collect();
+        let mut copies: Vec<Copy> = self
+            .inflight
+            .drain()
+            .into_iter()
+            .map(|(_, i)| i.copy)
+            .collect();
         copies.extend(self.queued.drain(..));
         copies
     }
@@ -299,7 +309,7 @@ impl State {
         let Some(client) = self.clients.get_mut(&key) else {
             return false;
         };
-        let Some(inflight) = client.copies.inflight.remove(&did) else {
+        let Some(inflight) = client.copies.inflight.remove(did) else {
             return false;
         };
         let copy = inflight.copy;
@@ -331,7 +341,7 @@ impl State {
         let open = |&(due, key, did): &(Instant, ClientKey, u64)| {
             clients
                 .get(&key)
-                .and_then(|c| c.copies.inflight.get(&did))
+                .and_then(|c| c.copies.inflight.get(did))
                 .is_some_and(|inflight| inflight.due == due)
         };
         *retries_peak = (*retries_peak).max(retries.len());
@@ -370,18 +380,18 @@ impl State {
             let Some(client) = self.clients.get_mut(&key) else {
                 continue;
             };
-            let Some(inflight) = client.copies.inflight.get_mut(&did) else {
+            let Some(inflight) = client.copies.inflight.get_mut(did) else {
                 continue;
             };
             if inflight.due != due {
                 continue;
             }
             if inflight.copy.cancelled() {
-                client.copies.inflight.remove(&did);
+                client.copies.inflight.remove(did);
                 continue;
             }
             if inflight.copy.attempts > d.max_retries {
-                if let Some(gone) = client.copies.inflight.remove(&did) {
+                if let Some(gone) = client.copies.inflight.remove(did) {
                     dead.push((client.id.clone(), client.persistent, gone.copy));
                 }
                 continue;

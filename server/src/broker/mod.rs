@@ -6,6 +6,7 @@
 //! every decoded frame to [`Session::handle`]; answers and deliveries are pushed to the outboxes.
 
 mod acks;
+mod by_did;
 mod clients;
 mod dedup;
 mod delivery;
