@@ -222,6 +222,10 @@ impl Codec {
     pub fn encode_server(frame: &ServerFrame) -> Result<String, ProtocolError> {
         // The frames a server sends most have hand-written encoders (same bytes as serde's).
         match frame {
+            ServerFrame::Message(message) => match answers::message(message) {
+                Some(text) => Ok(text),
+                None => encode(frame),
+            },
             ServerFrame::Published(published) => Ok(answers::published(published)),
             ServerFrame::AckResponse(response) => Ok(answers::ack_response(response)),
             ServerFrame::AckDone(done) => Ok(answers::ack_done(done)),
