@@ -1,6 +1,5 @@
 //! publish_with_ack collections: who is expected, who answered, and how it ended.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -10,6 +9,7 @@ use sealbus::protocol::{
     ProtocolError, ServerFrame,
 };
 
+use super::IdMap;
 use super::delivery::Delivery;
 use super::session::{ClientKey, Session, State};
 use crate::metrics::SessionMetrics;
@@ -21,6 +21,18 @@ const FINISHED_RETENTION: Duration = Duration::from_secs(60);
 /// a minute of 20 000 publish_with_ack/s would otherwise be over a million collections.
 pub(super) const FINISHED_KEPT: usize = 10_000;
 
+/// Collections with more expected subscribers than this find a responder through a map;
+/// smaller ones search their list (cheaper than hashing for a few entries).
+const SEARCHED_UP_TO: usize = 32;
+
+/// A subscriber a collection waits for.
+#[derive(Debug)]
+struct Expected {
+    id: Arc<str>,
+    key: ClientKey,
+    answered: bool,
+}
+
 /// One publish_with_ack in progress (or recently finished).
 #[derive(Debug)]
 pub(super) struct AckCollection {
@@ -28,9 +40,14 @@ pub(super) struct AckCollection {
     pub(super) publisher: Option<ClientKey>,
     /// The topic (`None` for a direct message).
     pub(super) topic: Option<String>,
-    expected: Vec<Arc<str>>,
-    pending: HashMap<Arc<str>, ClientKey>,
-    answered: Vec<Arc<str>>,
+    /// Everyone expected, in the order of `ack_expect`.
+    expected: Box<[Expected]>,
+    /// `expected`'s indexes by connection, for collections over [`SEARCHED_UP_TO`].
+    by_key: Option<IdMap<ClientKey, usize>>,
+    /// Indexes of `expected` in the order the answers came.
+    answered: Vec<usize>,
+    /// Expected subscribers that did not answer yet.
+    open: usize,
     outcome: Option<AckOutcome>,
     finished_at: Option<Instant>,
     /// When the publisher stops waiting (a key of `State::ack_deadlines` until it finished).
@@ -48,16 +65,39 @@ impl AckCollection {
         cancelled: Arc<AtomicBool>,
         deadline: Instant,
     ) -> Self {
+        let by_key = (expected.len() > SEARCHED_UP_TO).then(|| {
+            expected
+                .iter()
+                .enumerate()
+                .map(|(index, (_, key))| (*key, index))
+                .collect()
+        });
         AckCollection {
             publisher: Some(publisher),
             topic,
-            expected: expected.iter().map(|(id, _)| id.clone()).collect(),
-            pending: expected.iter().cloned().collect(),
-            answered: Vec::new(),
+            expected: expected
+                .iter()
+                .map(|(id, key)| Expected {
+                    id: id.clone(),
+                    key: *key,
+                    answered: false,
+                })
+                .collect(),
+            by_key,
+            answered: Vec::with_capacity(expected.len()),
+            open: expected.len(),
             outcome: None,
             finished_at: None,
             deadline,
             cancelled,
+        }
+    }
+
+    /// Where connection `key` is in `expected`.
+    fn position(&self, key: ClientKey) -> Option<usize> {
+        match &self.by_key {
+            Some(by_key) => by_key.get(&key).copied(),
+            None => self.expected.iter().position(|e| e.key == key),
         }
     }
 
@@ -114,20 +154,25 @@ impl AckCollection {
         }
     }
 
-    /// Records `from`'s response and relays it; finishes the collection when nobody is left.
-    /// Returns false when `from` was not expected to answer (or already did).
-    fn respond(state: &mut State, aid: u64, response: AckResponse) -> bool {
+    /// Records the response of connection `from` and relays it; finishes the collection when
+    /// nobody is left. Returns false when `from` was not expected to answer (or already did).
+    fn respond(state: &mut State, aid: u64, from: ClientKey, response: AckResponse) -> bool {
         let Some(collection) = state.acks.get_mut(&aid) else {
             return false;
         };
         if collection.outcome.is_some() {
             return true;
         }
-        let Some((from, _)) = collection.pending.remove_entry(response.from.as_str()) else {
+        let Some(index) = collection.position(from) else {
             return false;
         };
-        collection.answered.push(from);
-        let done = collection.pending.is_empty();
+        let Some(expected) = collection.expected.get_mut(index).filter(|e| !e.answered) else {
+            return false;
+        };
+        expected.answered = true;
+        collection.answered.push(index);
+        collection.open -= 1;
+        let done = collection.open == 0;
         if let Some(publisher) = collection.publisher {
             state.send(publisher, &ServerFrame::AckResponse(response));
         }
@@ -137,14 +182,16 @@ impl AckCollection {
         true
     }
 
-    /// `from` left (or unsubscribed) before answering.
-    pub(super) fn respond_disconnected(state: &mut State, aid: u64, from: &str) {
+    /// Subscriber `from` (connection key) with id `id` left (or unsubscribed) before
+    /// answering.
+    pub(super) fn respond_disconnected(state: &mut State, aid: u64, from: ClientKey, id: &str) {
         Self::respond(
             state,
             aid,
+            from,
             AckResponse {
                 aid,
-                from: from.to_owned(),
+                from: id.to_owned(),
                 ok: false,
                 code: Some(ErrorCode::Disconnected),
                 error: Some("disconnected".into()),
@@ -169,7 +216,12 @@ impl AckCollection {
             collection.cancelled.store(true, Ordering::Release);
         }
         let publisher = collection.publisher;
-        let waiting: Vec<ClientKey> = collection.pending.values().copied().collect();
+        let waiting: Vec<ClientKey> = collection
+            .expected
+            .iter()
+            .filter(|e| !e.answered)
+            .map(|e| e.key)
+            .collect();
         for key in waiting {
             if let Some(client) = state.clients.get_mut(&key) {
                 client.pending_aids.remove(&aid);
@@ -214,7 +266,7 @@ impl Session {
         if !client.pending_aids.remove(&aid) {
             // Late answers to a finished collection are ignored; anything else is unknown.
             return match state.acks.get(&aid) {
-                Some(c) if c.outcome.is_some() && c.expected.contains(&from) => Ok(()),
+                Some(c) if c.outcome.is_some() && c.expected.iter().any(|e| e.id == from) => Ok(()),
                 _ => Err(unknown_aid(None, aid)),
             };
         }
@@ -229,7 +281,7 @@ impl Session {
             },
             error: if f.ok { None } else { f.error },
         };
-        AckCollection::respond(state, aid, response);
+        AckCollection::respond(state, aid, key, response);
         Ok(())
     }
 
@@ -240,12 +292,17 @@ impl Session {
             .get(&f.aid)
             .filter(|c| c.publisher == Some(key))
             .ok_or_else(|| unknown_aid(Some(f.id), f.aid))?;
-        let answered: Vec<String> = collection.answered.iter().map(|s| s.to_string()).collect();
+        let answered: Vec<String> = collection
+            .answered
+            .iter()
+            .filter_map(|&index| collection.expected.get(index))
+            .map(|e| e.id.to_string())
+            .collect();
         let pending = collection
             .expected
             .iter()
-            .filter(|id| collection.pending.contains_key(*id))
-            .map(|id| id.to_string())
+            .filter(|e| !e.answered)
+            .map(|e| e.id.to_string())
             .collect();
         let frame = ServerFrame::AckState(AckState {
             id: f.id,

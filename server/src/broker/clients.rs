@@ -166,7 +166,7 @@ impl Session {
         let id = entry.id.clone();
         d.writes.push(Write::Client(entry.stored()));
         for aid in pending {
-            AckCollection::respond_disconnected(state, aid, &id);
+            AckCollection::respond_disconnected(state, aid, key, &id);
         }
         AckCollection::drop_publisher(state, key);
         state.backlogged.remove(&key);
@@ -185,7 +185,7 @@ impl Session {
         let mut entry = take_entry(state, key)?;
         if entry.outbox.is_some() {
             for aid in &entry.pending_aids {
-                AckCollection::respond_disconnected(state, *aid, &entry.id);
+                AckCollection::respond_disconnected(state, *aid, key, &entry.id);
             }
             AckCollection::drop_publisher(state, key);
             self.metrics

@@ -161,7 +161,7 @@ impl Session {
                 if let Some(topic) = topic
                     && !filters.iter().any(|filter| matches(filter, &topic))
                 {
-                    AckCollection::respond_disconnected(&mut state, aid, &id);
+                    AckCollection::respond_disconnected(&mut state, aid, key, &id);
                     if let Some(client) = state.clients.get_mut(&key) {
                         client.pending_aids.remove(&aid);
                     }
