@@ -91,6 +91,10 @@ pub(crate) fn run_all(subject: &dyn Subject) {
             stream_messages_raise_last_offset,
         ),
         (
+            "a_reset_in_the_same_batch_sets_the_offset_back",
+            a_reset_in_the_same_batch_sets_the_offset_back,
+        ),
+        (
             "a_message_replaces_one_with_its_key",
             a_message_replaces_one_with_its_key,
         ),
@@ -334,6 +338,40 @@ fn stream_messages_raise_last_offset(subject: &dyn Subject) {
     );
     assert_eq!(offsets(&data), [5, 7, 9], "the restart dropped 4");
     // History may be trimmed to nothing: the last offset stays.
+}
+
+fn a_reset_in_the_same_batch_sets_the_offset_back(subject: &dyn Subject) {
+    let store = subject.fresh();
+    store.write(
+        "s",
+        vec![
+            Write::Stream { epoch: "e".into() },
+            stream(5),
+            stream(9),
+            Write::Stream { epoch: "e2".into() },
+            stream(2),
+            stream(3),
+        ],
+        None,
+    );
+    let (store, data) = load_across_reopen(subject, store, "s");
+    assert_eq!(
+        data.stream,
+        Some(StreamState {
+            epoch: "e2".into(),
+            last_offset: 3
+        }),
+        "the offsets of the old stream do not outlive its reset"
+    );
+    assert_eq!(offsets(&data), [2, 3]);
+    store.write(
+        "s",
+        vec![stream(4), Write::Stream { epoch: "e3".into() }],
+        None,
+    );
+    let data = store.load("s").unwrap();
+    assert_eq!(data.stream.map(|s| s.last_offset), Some(0));
+    assert!(data.history.is_empty());
 }
 
 fn a_message_replaces_one_with_its_key(subject: &dyn Subject) {

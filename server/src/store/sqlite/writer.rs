@@ -154,6 +154,35 @@ pub(super) fn plan(group: &[Job]) -> Plan {
     plan
 }
 
+/// The highest stream offset each session wrote in a group, saved in `streams.last_offset`
+/// once per session and group instead of once per message (that `UPDATE` was as costly as the
+/// message's `INSERT`). Groups touch few sessions: a list.
+#[derive(Debug, Default)]
+struct LastOffsets<'a>(Vec<(&'a str, i64)>);
+
+impl<'a> LastOffsets<'a> {
+    /// Notes a message of `session` with `key` (stream messages only).
+    fn note(&mut self, session: &'a str, key: MessageKey) {
+        let MessageKey::Stream(_) = key else { return };
+        let offset = key.to_i64();
+        match self.0.iter_mut().find(|(s, _)| *s == session) {
+            Some((_, last)) => *last = (*last).max(offset),
+            None => self.0.push((session, offset)),
+        }
+    }
+
+    /// Takes the offset noted for `session`.
+    fn take(&mut self, session: &str) -> Option<i64> {
+        let index = self.0.iter().position(|(s, _)| *s == session)?;
+        Some(self.0.swap_remove(index).1)
+    }
+
+    /// Drops what was noted for `session` (it is being deleted).
+    fn forget(&mut self, session: &str) {
+        self.take(session);
+    }
+}
+
 /// The writer: owns the connection that writes.
 pub(super) struct Writer {
     conn: Connection,
@@ -214,18 +243,53 @@ impl Writer {
     }
 
     fn apply_group(&self, group: &[Job], plan: &Plan) -> Result<(), StoreError> {
+        let mut last_offsets = LastOffsets::default();
         for (j, job) in group.iter().enumerate() {
             match &job.op {
                 Op::Write { session, writes } => {
                     for (w, write) in writes.iter().enumerate() {
+                        match write {
+                            // A reset sets the offset to 0: what came before it goes first.
+                            Write::Stream { .. } => {
+                                self.save_last_offset(&mut last_offsets, session)?
+                            }
+                            Write::Message(message) => last_offsets.note(session, message.key),
+                            _ => {}
+                        }
                         self.apply(session, write, (j, w), plan)?;
                     }
                 }
                 Op::SaveSession(record) => self.save_session(record)?,
-                Op::DeleteSession(name) => self.delete_session(name)?,
+                Op::DeleteSession(name) => {
+                    last_offsets.forget(name);
+                    self.delete_session(name)?;
+                }
                 Op::Barrier => {}
             }
         }
+        for (session, offset) in last_offsets.0 {
+            self.update_last_offset(session, offset)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the offset noted for `session`, if any.
+    fn save_last_offset(
+        &self,
+        last: &mut LastOffsets<'_>,
+        session: &str,
+    ) -> Result<(), StoreError> {
+        match last.take(session) {
+            Some(offset) => self.update_last_offset(session, offset),
+            None => Ok(()),
+        }
+    }
+
+    fn update_last_offset(&self, session: &str, offset: i64) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE streams SET last_offset = max(last_offset, ?2) WHERE session = ?1",
+            params![session, offset],
+        )?;
         Ok(())
     }
 
@@ -368,12 +432,6 @@ impl Writer {
                 message.notify_dead,
             ],
         )?;
-        if key > 0 {
-            self.exec(
-                "UPDATE streams SET last_offset = max(last_offset, ?2) WHERE session = ?1",
-                params![session, key],
-            )?;
-        }
         Ok(())
     }
 
