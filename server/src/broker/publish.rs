@@ -281,13 +281,11 @@ impl Session {
                         }
                     }
                 } else {
-                    let (keys, holders): (Vec<ClientKey>, Vec<Arc<str>>) = targets
-                        .iter()
-                        .filter_map(|k| state.clients.get(k).map(|c| (*k, c.id.clone())))
-                        .unzip();
-                    let tracks = state.tracker.start(&message, holders);
+                    targets.retain(|k| state.clients.contains_key(k));
+                    let holders = targets.iter().filter_map(|k| state.clients.get(k));
+                    let tracks = state.tracker.start(&message, holders.map(|c| c.id.clone()));
                     let shared = encode(&frame);
-                    for (key, track) in keys.into_iter().zip(tracks) {
+                    for (key, track) in targets.into_iter().zip(tracks) {
                         let copy = Copy::new(message.clone(), shared.clone(), Some(track));
                         state.give(key, copy, d);
                     }
@@ -350,12 +348,13 @@ impl Session {
         AckCollection::insert(state, aid, collection);
         let qos1 = message.qos == Qos::AtLeastOnce;
         let shared = encode(&copy_frame(message, None, None, false));
-        let mut tracks = if qos1 {
-            let holders = expected.iter().chain(&away).map(|(id, _)| id.clone());
-            state.tracker.start(message, holders.collect()).into_iter()
-        } else {
-            Vec::new().into_iter()
-        };
+        let mut tracks = qos1
+            .then(|| {
+                let holders = expected.iter().chain(&away).map(|(id, _)| id.clone());
+                state.tracker.start(message, holders)
+            })
+            .into_iter()
+            .flatten();
         for (_, key) in &expected {
             let track = tracks.next();
             let Some(client) = state.clients.get_mut(key) else {
@@ -461,8 +460,8 @@ impl Session {
             (_, id) => {
                 if f.qos == Qos::AtLeastOnce {
                     store_direct(&state, target, &message, &mut d);
-                    let holders = vec![Arc::<str>::from(f.to.as_str())];
-                    let track = state.tracker.start(&message, holders).pop();
+                    let holder = Arc::<str>::from(f.to.as_str());
+                    let track = state.tracker.start(&message, [holder]).next();
                     state.give(target, Copy::new(message.clone(), None, track), &mut d);
                 } else {
                     state.send(target, &copy_frame(&message, None, None, false));

@@ -5,6 +5,7 @@
 //! `keep` settled ones (the session's history size), so a status can be asked for a while after
 //! the last ack.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
@@ -37,6 +38,29 @@ struct TrackedCopy {
 pub(super) struct Track {
     tracked: Arc<Tracked>,
     slot: usize,
+}
+
+/// The lines of a message's copies, in the order [`Tracker::start`] was given the clients.
+#[derive(Debug)]
+pub(super) struct Lines {
+    tracked: Arc<Tracked>,
+    next: usize,
+    end: usize,
+}
+
+impl Iterator for Lines {
+    type Item = Track;
+
+    fn next(&mut self) -> Option<Track> {
+        if self.next == self.end {
+            return None;
+        }
+        self.next += 1;
+        Some(Track {
+            tracked: self.tracked.clone(),
+            slot: self.next - 1,
+        })
+    }
 }
 
 /// Status of a tracked message.
@@ -92,36 +116,35 @@ impl Tracker {
     pub(super) fn start(
         &mut self,
         message: &Arc<StoredMessage>,
-        clients: Vec<Arc<str>>,
-    ) -> Vec<Track> {
-        let open = clients.len();
+        clients: impl IntoIterator<Item = Arc<str>>,
+    ) -> Lines {
         let key = message.key;
-        let tracked = Arc::new(Tracked {
-            message: message.clone(),
-            copies: clients
-                .into_iter()
-                .map(|client| TrackedCopy {
-                    client,
-                    state: AtomicU8::new(encode_state(CopyState::Pending)),
-                    attempts: AtomicU32::new(0),
-                })
-                .collect(),
-            open: AtomicUsize::new(open),
-        });
-        let tracks = (0..open)
-            .map(|slot| Track {
-                tracked: tracked.clone(),
-                slot,
+        let copies: Box<[TrackedCopy]> = clients
+            .into_iter()
+            .map(|client| TrackedCopy {
+                client,
+                state: AtomicU8::new(encode_state(CopyState::Pending)),
+                attempts: AtomicU32::new(0),
             })
             .collect();
-        if let Some(replaced) = self.by_key.insert(key, tracked) {
+        let open = copies.len();
+        let tracked = Arc::new(Tracked {
+            message: message.clone(),
+            copies,
+            open: AtomicUsize::new(open),
+        });
+        if let Some(replaced) = self.by_key.insert(key, tracked.clone()) {
             self.by_mid.remove(&replaced.message.mid);
         }
         self.by_mid.insert(message.mid.clone(), key);
         if open == 0 {
             self.settle(key);
         }
-        tracks
+        Lines {
+            tracked,
+            next: 0,
+            end: open,
+        }
     }
 
     /// The line of `client`'s copy of message `key` (for copies restored from the store).
@@ -175,13 +198,13 @@ impl Tracker {
     fn settle(&mut self, key: MessageKey) {
         self.settled.push_back(key);
         while self.settled.len() > self.keep {
-            if let Some(old) = self.settled.pop_front()
-                && self
-                    .by_key
-                    .get(&old)
-                    .is_some_and(|t| t.open.load(Ordering::Relaxed) == 0)
-                && let Some(gone) = self.by_key.remove(&old)
+            let Some(old) = self.settled.pop_front() else {
+                break;
+            };
+            if let Entry::Occupied(entry) = self.by_key.entry(old)
+                && entry.get().open.load(Ordering::Relaxed) == 0
             {
+                let gone = entry.remove();
                 self.by_mid.remove(&gone.message.mid);
             }
         }
@@ -229,7 +252,7 @@ mod tests {
         let mut tracker = Tracker::default();
         tracker.set_keep(1);
         let (m1, m2) = (message(1), message(2));
-        let lines = tracker.start(&m1, vec!["a".into(), "b".into()]);
+        let lines: Vec<Track> = tracker.start(&m1, ["a".into(), "b".into()]).collect();
         tracker.update(lines.first(), CopyState::Delivered, 1);
         tracker.update(lines.first(), CopyState::Acknowledged, 1);
         let status = tracker.status("m1").unwrap();
@@ -237,7 +260,7 @@ mod tests {
         assert_eq!(status.copies[1].state, CopyState::Pending);
         tracker.update(lines.get(1), CopyState::Dead, 101);
         assert_eq!(tracker.status("m1").unwrap().copies[1].attempts, 101);
-        tracker.start(&m2, vec![]);
+        tracker.start(&m2, []);
         assert!(
             tracker.status("m1").is_none(),
             "only the last settled one is kept"
@@ -250,8 +273,8 @@ mod tests {
         let mut tracker = Tracker::default();
         tracker.set_keep(0);
         let (m1, m2) = (message(1), message(2));
-        tracker.start(&m1, vec!["a".into()]);
-        tracker.start(&m2, vec![]);
+        tracker.start(&m1, ["a".into()]);
+        tracker.start(&m2, []);
         assert!(tracker.status("m1").is_some());
         let line = tracker.track(m1.key, "a");
         assert!(line.is_some() && tracker.track(m1.key, "b").is_none());
