@@ -392,13 +392,18 @@ async fn read_loop(
                         });
                         return finish(session, key, &mut batch);
                     }
+                    // Counted once per message: the session's counters are shared by every
+                    // connection.
+                    let mut frames = 0;
+                    let mut closed = false;
                     for piece in frames_of(text.as_str(), batches) {
-                        SessionMetrics::add(&metrics.messages_in, 1);
+                        frames += 1;
                         match codec.decode_client_text(piece) {
                             Ok(frame) => batch.push(frame),
                             Err(err) => {
                                 if handle_batch(session, key, &mut batch) == Flow::Close {
-                                    return;
+                                    closed = true;
+                                    break;
                                 }
                                 push_error(outbox, &err);
                             }
@@ -408,8 +413,13 @@ async fn read_loop(
                         if batch.len() >= MAX_BATCH
                             && handle_batch(session, key, &mut batch) == Flow::Close
                         {
-                            return;
+                            closed = true;
+                            break;
                         }
+                    }
+                    SessionMetrics::add(&metrics.messages_in, frames);
+                    if closed {
+                        return;
                     }
                 }
                 Message::Binary(_) => {

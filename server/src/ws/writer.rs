@@ -111,6 +111,13 @@ impl Joiner {
     }
 }
 
+/// Counts a message about to be written, and the frames taken so far (a frame still waiting in
+/// the joiner is counted with the message that carries it or a later one).
+fn count_out(metrics: &SessionMetrics, uncounted: &mut u64, message: &str) {
+    SessionMetrics::add(&metrics.messages_out, std::mem::take(uncounted));
+    SessionMetrics::add(&metrics.bytes_out, message.len() as u64);
+}
+
 /// Drains the outbound queue to the socket; on kill, writes the reason and closes.
 pub(super) async fn writer(
     mut sink: Sink,
@@ -126,10 +133,14 @@ pub(super) async fn writer(
     // Frames are buffered while more are queued and flushed when the queue runs dry: one write
     // system call per burst instead of one per frame.
     let mut unflushed = false;
+    // Frames taken from the queue and not counted yet: the session's counters are shared by
+    // every connection's reader and writer, so they are added to once per message written
+    // rather than once per frame.
+    let mut uncounted = 0;
     'frames: loop {
         if rx.is_empty() {
             if let Some(message) = joiner.take() {
-                SessionMetrics::add(&metrics.bytes_out, message.len() as u64);
+                count_out(&metrics, &mut uncounted, &message);
                 let mut feed = sink.feed(Message::Text(message));
                 let sent = tokio::select! {
                     biased;
@@ -170,6 +181,7 @@ pub(super) async fn writer(
             };
             let _ = tokio::time::timeout(CLOSE_GRACE, async {
                 if let Some(message) = joiner.take() {
+                    count_out(&metrics, &mut uncounted, &message);
                     let _ = sink.send(Message::Text(message)).await;
                 }
                 send_close(&mut sink, normal).await;
@@ -178,11 +190,11 @@ pub(super) async fn writer(
             return;
         };
         for piece in item.pieces() {
-            SessionMetrics::add(&metrics.messages_out, 1);
+            uncounted += 1;
             let Some(message) = joiner.push(piece) else {
                 continue;
             };
-            SessionMetrics::add(&metrics.bytes_out, message.len() as u64);
+            count_out(&metrics, &mut uncounted, &message);
             let mut feed = sink.feed(Message::Text(message));
             let sent = match (&mut feed).now_or_never() {
                 Some(sent) => sent,
