@@ -193,7 +193,7 @@ impl Session {
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
         for copy in entry.copies.drain() {
-            state.tracker.abandon(copy.track.as_ref());
+            state.tracker.abandon(copy.track());
         }
         if entry.persistent {
             d.writes.push(Write::DropClient {
@@ -336,7 +336,7 @@ impl Session {
                     continue;
                 };
                 holders.entry(copy.key).or_default().push(id.clone());
-                let mut restored = Copy::new(message.clone(), None, None);
+                let mut restored = Copy::new(message, None);
                 restored.attempts = copy.attempts;
                 entry.copies.queued.push_back(restored);
             }
@@ -345,7 +345,7 @@ impl Session {
         }
         for (key, clients) in holders {
             if let Some(message) = messages.get(&key) {
-                state.tracker.start(message, clients);
+                state.tracker.start(message, None, clients);
             }
         }
         let State {
@@ -353,7 +353,7 @@ impl Session {
         } = state;
         for entry in clients.values_mut() {
             for copy in &mut entry.copies.queued {
-                copy.track = tracker.track(copy.message.key, &entry.id);
+                copy.attach(tracker.track(copy.message().key, &entry.id));
             }
         }
     }

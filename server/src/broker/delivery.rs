@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
 use sealbus::protocol::{DeadLetter, Direct, Message, Qos, ServerFrame};
 
 use super::by_did::ByDid;
@@ -24,44 +23,72 @@ use sealbus::protocol::CopyState;
 /// Prefix of the dead-letter topics.
 pub const DEAD_LETTER_PREFIX: &str = "$dead/";
 
+/// What a copy is of.
+#[derive(Debug, Clone)]
+enum Of {
+    /// A tracked message: its status line holds the message and its shared frame, so a copy
+    /// costs one reference count instead of three (each an atomic operation when taken and
+    /// again when dropped, often on another core).
+    Tracked(Track),
+    /// A message not tracked (a copy restored from the store whose message is not tracked).
+    Plain(Arc<StoredMessage>),
+}
+
 /// One subscriber's copy of a QoS 1 message.
 #[derive(Debug, Clone)]
 pub(super) struct Copy {
     /// The message.
-    pub(super) message: Arc<StoredMessage>,
+    of: Of,
     /// Times it was written so far (to any connection of the client).
     pub(super) attempts: u32,
     /// The publish_with_ack collection waiting for this subscriber, and its cancel flag.
     pub(super) ack: Option<(u64, Arc<AtomicBool>)>,
-    /// The message's frame without `did`, `aid` and `dup`, encoded once for all subscribers.
-    pub(super) frame: Option<Utf8Bytes>,
-    /// Its line in the session's delivery status.
-    pub(super) track: Option<Track>,
 }
 
 impl Copy {
-    /// A copy not written yet, sharing the encoded `frame` of its message.
-    pub(super) fn new(
-        message: Arc<StoredMessage>,
-        frame: Option<Utf8Bytes>,
-        track: Option<Track>,
-    ) -> Self {
+    /// A copy not written yet of the message its status line `track` follows (or of
+    /// `message`, untracked, without a line).
+    pub(super) fn new(message: &Arc<StoredMessage>, track: Option<Track>) -> Self {
         Copy {
-            message,
+            of: match track {
+                Some(track) => Of::Tracked(track),
+                None => Of::Plain(message.clone()),
+            },
             attempts: 0,
             ack: None,
-            frame,
-            track,
+        }
+    }
+
+    /// The message.
+    pub(super) fn message(&self) -> &Arc<StoredMessage> {
+        match &self.of {
+            Of::Tracked(track) => track.message(),
+            Of::Plain(message) => message,
+        }
+    }
+
+    /// Its line in the session's delivery status.
+    pub(super) fn track(&self) -> Option<&Track> {
+        match &self.of {
+            Of::Tracked(track) => Some(track),
+            Of::Plain(_) => None,
+        }
+    }
+
+    /// Gives an untracked copy its status line (copies restored from the store).
+    pub(super) fn attach(&mut self, track: Option<Track>) {
+        if let Some(track) = track {
+            self.of = Of::Tracked(track);
         }
     }
 
     /// This copy as a queue item with its delivery id (and ack id, and `dup` when written
     /// before); the writer splices them into the shared frame.
     fn outbound(&self, did: u64, dup: bool) -> Option<Outbound> {
-        let frame = match &self.frame {
+        let frame = match self.track().and_then(Track::frame) {
             Some(frame) => frame.clone(),
             // No shared frame (a copy restored from the store): encode the message once here.
-            None => encode(&copy_frame(&self.message, None, None, false))?,
+            None => encode(&copy_frame(self.message(), None, None, false))?,
         };
         Some(match &self.ack {
             Some((aid, cancelled)) => Outbound::AckCopy(Box::new(AckCopy {
@@ -107,8 +134,8 @@ impl Copies {
     pub(super) fn keys(&self) -> impl Iterator<Item = MessageKey> + '_ {
         self.queued
             .iter()
-            .map(|c| c.message.key)
-            .chain(self.inflight.values().map(|i| i.copy.message.key))
+            .map(|c| c.message().key)
+            .chain(self.inflight.values().map(|i| i.copy.message().key))
     }
 
     /// Moves every in-flight copy back to the front of the queue, in message order, so that it
@@ -122,7 +149,7 @@ impl Copies {
             .into_iter()
             .map(|(_, i)| i.copy)
             .collect();
-        inflight.sort_by_key(|c| c.message.key);
+        inflight.sort_by_key(|c| c.message().key);
         for copy in inflight.into_iter().rev() {
             self.queued.push_front(copy);
         }
@@ -222,12 +249,12 @@ fn try_write(
     }
     client.next_did = did;
     copy.attempts += 1;
-    tracker.update(copy.track.as_ref(), CopyState::Delivered, copy.attempts);
+    tracker.update(copy.track(), CopyState::Delivered, copy.attempts);
     if client.persistent {
         d.writes.push(Write::Copy {
             client_id: client.id.to_string(),
             copy: CopyRef {
-                key: copy.message.key,
+                key: copy.message().key,
                 attempts: copy.attempts,
             },
         });
@@ -264,7 +291,7 @@ impl State {
             d.writes.push(Write::Copy {
                 client_id: client.id.to_string(),
                 copy: CopyRef {
-                    key: copy.message.key,
+                    key: copy.message().key,
                     attempts: copy.attempts,
                 },
             });
@@ -314,11 +341,11 @@ impl State {
         };
         let copy = inflight.copy;
         self.tracker
-            .update(copy.track.as_ref(), CopyState::Acknowledged, copy.attempts);
+            .update(copy.track(), CopyState::Acknowledged, copy.attempts);
         if client.persistent {
             d.writes.push(Write::DropCopy {
                 client_id: client.id.to_string(),
-                key: copy.message.key,
+                key: copy.message().key,
             });
         }
         true
@@ -412,12 +439,12 @@ impl State {
             SessionMetrics::add(&d.metrics.retries, 1);
             let copy = &inflight.copy;
             self.tracker
-                .update(copy.track.as_ref(), CopyState::Delivered, copy.attempts);
+                .update(copy.track(), CopyState::Delivered, copy.attempts);
             if client.persistent {
                 d.writes.push(Write::Copy {
                     client_id: client.id.to_string(),
                     copy: CopyRef {
-                        key: copy.message.key,
+                        key: copy.message().key,
                         attempts: copy.attempts,
                     },
                 });
@@ -438,10 +465,10 @@ impl State {
         d: &mut Delivery<'_>,
     ) {
         SessionMetrics::add(&d.metrics.dead_letters, 1);
-        let message = &copy.message;
+        let message = copy.message();
         tracing::debug!(client = %client_id, mid = %message.mid, attempts = copy.attempts, "dead letter");
         self.tracker
-            .update(copy.track.as_ref(), CopyState::Dead, copy.attempts);
+            .update(copy.track(), CopyState::Dead, copy.attempts);
         if persistent {
             d.writes.push(Write::DropCopy {
                 client_id: client_id.to_string(),

@@ -283,10 +283,10 @@ impl Session {
                 } else {
                     targets.retain(|k| state.clients.contains_key(k));
                     let holders = targets.iter().filter_map(|k| state.clients.get(k));
-                    let tracks = state.tracker.start(&message, holders.map(|c| c.id.clone()));
-                    let shared = encode(&frame);
+                    let holders = holders.map(|c| c.id.clone());
+                    let tracks = state.tracker.start(&message, encode(&frame), holders);
                     for (key, track) in targets.into_iter().zip(tracks) {
-                        let copy = Copy::new(message.clone(), shared.clone(), Some(track));
+                        let copy = Copy::new(&message, Some(track));
                         state.give(key, copy, d);
                     }
                 }
@@ -351,7 +351,7 @@ impl Session {
         let mut tracks = qos1
             .then(|| {
                 let holders = expected.iter().chain(&away).map(|(id, _)| id.clone());
-                state.tracker.start(message, holders)
+                state.tracker.start(message, shared.clone(), holders)
             })
             .into_iter()
             .flatten();
@@ -363,7 +363,7 @@ impl Session {
             client.pending_aids.insert(aid);
             if qos1 {
                 store_direct(state, *key, message, d);
-                let mut copy = Copy::new(message.clone(), shared.clone(), track);
+                let mut copy = Copy::new(message, track);
                 copy.ack = Some((aid, cancelled.clone()));
                 state.give(*key, copy, d);
             } else if let Some(outbox) = &client.outbox
@@ -381,7 +381,7 @@ impl Session {
         if qos1 {
             for ((_, key), track) in away.iter().zip(tracks) {
                 store_direct(state, *key, message, d);
-                let copy = Copy::new(message.clone(), shared.clone(), Some(track));
+                let copy = Copy::new(message, Some(track));
                 state.give(*key, copy, d);
             }
         }
@@ -461,8 +461,8 @@ impl Session {
                 if f.qos == Qos::AtLeastOnce {
                     store_direct(&state, target, &message, &mut d);
                     let holder = Arc::<str>::from(f.to.as_str());
-                    let track = state.tracker.start(&message, [holder]).next();
-                    state.give(target, Copy::new(message.clone(), None, track), &mut d);
+                    let track = state.tracker.start(&message, None, [holder]).next();
+                    state.give(target, Copy::new(&message, track), &mut d);
                 } else {
                     state.send(target, &copy_frame(&message, None, None, false));
                 }

@@ -10,6 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
+use axum::extract::ws::Utf8Bytes;
 use sealbus::protocol::{CopyState, CopyStatus};
 
 use super::IdMap;
@@ -21,6 +22,8 @@ use crate::store::{MessageKey, StoredMessage};
 #[derive(Debug)]
 struct Tracked {
     message: Arc<StoredMessage>,
+    /// The message's frame for its subscribers, encoded once (see `delivery::Copy`).
+    frame: Option<Utf8Bytes>,
     copies: Box<[TrackedCopy]>,
     open: AtomicUsize,
 }
@@ -38,6 +41,18 @@ struct TrackedCopy {
 pub(super) struct Track {
     tracked: Arc<Tracked>,
     slot: usize,
+}
+
+impl Track {
+    /// The message.
+    pub(super) fn message(&self) -> &Arc<StoredMessage> {
+        &self.tracked.message
+    }
+
+    /// The message's frame shared by its subscribers, if it was encoded.
+    pub(super) fn frame(&self) -> Option<&Utf8Bytes> {
+        self.tracked.frame.as_ref()
+    }
 }
 
 /// The lines of a message's copies, in the order [`Tracker::start`] was given the clients.
@@ -111,11 +126,12 @@ impl Tracker {
         self.keep = keep;
     }
 
-    /// Starts tracking `message` with a pending copy for each of `clients`; returns their
-    /// lines, in the same order.
+    /// Starts tracking `message` (with its subscribers' `frame`, if encoded) with a pending
+    /// copy for each of `clients`; returns their lines, in the same order.
     pub(super) fn start(
         &mut self,
         message: &Arc<StoredMessage>,
+        frame: Option<Utf8Bytes>,
         clients: impl IntoIterator<Item = Arc<str>>,
     ) -> Lines {
         let key = message.key;
@@ -130,6 +146,7 @@ impl Tracker {
         let open = copies.len();
         let tracked = Arc::new(Tracked {
             message: message.clone(),
+            frame,
             copies,
             open: AtomicUsize::new(open),
         });
@@ -252,7 +269,7 @@ mod tests {
         let mut tracker = Tracker::default();
         tracker.set_keep(1);
         let (m1, m2) = (message(1), message(2));
-        let lines: Vec<Track> = tracker.start(&m1, ["a".into(), "b".into()]).collect();
+        let lines: Vec<Track> = tracker.start(&m1, None, ["a".into(), "b".into()]).collect();
         tracker.update(lines.first(), CopyState::Delivered, 1);
         tracker.update(lines.first(), CopyState::Acknowledged, 1);
         let status = tracker.status("m1").unwrap();
@@ -260,7 +277,7 @@ mod tests {
         assert_eq!(status.copies[1].state, CopyState::Pending);
         tracker.update(lines.get(1), CopyState::Dead, 101);
         assert_eq!(tracker.status("m1").unwrap().copies[1].attempts, 101);
-        tracker.start(&m2, []);
+        tracker.start(&m2, None, []);
         assert!(
             tracker.status("m1").is_none(),
             "only the last settled one is kept"
@@ -273,8 +290,8 @@ mod tests {
         let mut tracker = Tracker::default();
         tracker.set_keep(0);
         let (m1, m2) = (message(1), message(2));
-        tracker.start(&m1, ["a".into()]);
-        tracker.start(&m2, []);
+        tracker.start(&m1, None, ["a".into()]);
+        tracker.start(&m2, None, []);
         assert!(tracker.status("m1").is_some());
         let line = tracker.track(m1.key, "a");
         assert!(line.is_some() && tracker.track(m1.key, "b").is_none());
