@@ -51,7 +51,9 @@ LOAD_WINDOW sets the requests in flight of `ack` (publish_with_ack, default 64),
 256) and `client` (default 256). LOAD_WORKERS sets the load tool's own worker threads (default:
 one per core). LOAD_BATCH=0 makes the tool's raw connections read and send one frame per
 WebSocket message (by default they announce `hello.batch` and join what they send, as the SDKs
-do; docs/PROTOCOL.md §1).
+do; docs/PROTOCOL.md §1). LOAD_RATE=N makes `fanout` and `many` skip the search for the highest
+lossless rate and measure N publishes/s (in all) for twice --seconds: latency figures of
+two builds are then taken at the same rate.
 
 The `client` scenario measures the Rust SDK (`sealbus::Client`) over a real socket, 128-byte
 payloads, plain and sealed: publishes/s of one client (QoS 0 and QoS 1, a window of publishes
@@ -76,6 +78,14 @@ pub(crate) fn load_window(default: u64) -> u64 {
         .ok()
         .and_then(|w| w.parse().ok())
         .unwrap_or(default)
+}
+
+/// `LOAD_RATE`: a fixed publish rate for the fan-out scenarios, if set to a positive number.
+pub(crate) fn load_rate() -> Option<f64> {
+    std::env::var("LOAD_RATE")
+        .ok()
+        .and_then(|r| r.parse::<f64>().ok())
+        .filter(|r| r.is_finite() && *r > 0.0)
 }
 
 fn parse(args: &[String]) -> Result<Option<Options>> {

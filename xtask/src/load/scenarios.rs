@@ -204,6 +204,11 @@ pub(crate) async fn fanout_search(
     step: Duration,
     start_rate: f64,
 ) -> Result<()> {
+    if let Some(rate) = super::load_rate() {
+        println!("fanout {publishers}->{subscribers}: at LOAD_RATE {rate:.0} publishes/s");
+        fanout(target, publishers, subscribers, step * 2, rate).await?;
+        return Ok(());
+    }
     println!("fanout {publishers}->{subscribers}: searching for the highest lossless rate");
     let mut best: Option<f64> = None;
     let mut rate = start_rate;
