@@ -143,12 +143,7 @@ impl Copies {
     /// left its ack collections (they got a `disconnected` response), so the copies no longer
     /// belong to one; copies of cancelled collections are dropped.
     pub(super) fn requeue_inflight(&mut self) {
-        let mut inflight: Vec<Copy> = self
-            .inflight
-            .drain()
-            .into_iter()
-            .map(|(_, i)| i.copy)
-            .collect();
+        let mut inflight = self.take_inflight();
         inflight.sort_by_key(|c| c.message().key);
         for copy in inflight.into_iter().rev() {
             self.queued.push_front(copy);
@@ -161,14 +156,15 @@ impl Copies {
 
     /// Every copy, in flight first.
     pub(super) fn drain(&mut self) -> Vec<Copy> {
-        let mut copies: Vec<Copy> = self
-            .inflight
-            .drain()
-            .into_iter()
-            .map(|(_, i)| i.copy)
-            .collect();
+        let mut copies = self.take_inflight();
         copies.extend(self.queued.drain(..));
         copies
+    }
+
+    /// Every copy in flight, taken out.
+    fn take_inflight(&mut self) -> Vec<Copy> {
+        let inflight = self.inflight.drain().into_iter();
+        inflight.map(|(_, i)| i.copy).collect()
     }
 }
 
