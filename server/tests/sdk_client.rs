@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{WAIT, session, start};
+use common::{WAIT, session, session_with, start};
 use sealbus::client::{Client, ClientEvent, ClientOptions, handler};
 use sealbus::crypto::{Key, Keyring};
 use sealbus::engine::{AckFinish, ConnectionState, Data, Message, PublishOptions, ReconnectPolicy};
@@ -603,4 +603,43 @@ async fn after_a_restart_over_the_same_store_the_client_recovers_what_it_missed(
             "the epoch survives a restart over the same store"
         );
     }
+}
+
+#[tokio::test]
+async fn a_new_process_of_a_persistent_client_gets_what_was_queued_while_it_was_away() {
+    let server = start(vec![session_with("s", "pw-s", |s| {
+        s.retry_interval_ms = 200
+    })])
+    .await;
+    let addr = server.addr;
+    let worker_options = || options(addr, "s", "worker").persistent(true);
+    let worker = connect_with(worker_options()).await;
+    let mut before = collect(&worker, "jobs/#").await;
+    worker.close().await;
+    drop(worker);
+    drop(before.try_recv());
+
+    let boss = connect(addr, "s", "boss").await;
+    for n in 0..5 {
+        boss.publish("jobs/resize", Data::Json(json!(n)), qos1())
+            .await
+            .unwrap();
+    }
+    // A new process: its queued messages arrive right after `welcome`, before it subscribes.
+    // They are not acknowledged without a handler, so the server redelivers them to it.
+    let worker = connect_with(worker_options()).await;
+    let mut jobs = collect(&worker, "jobs/#").await;
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        got.push(next(&mut jobs).await.data);
+    }
+    let expected: Vec<Data> = (0..5).map(|n| Data::Json(json!(n))).collect();
+    assert_eq!(got, expected);
+}
+
+async fn connect_with(options: ClientOptions) -> Client {
+    timeout(WAIT, Client::connect(options))
+        .await
+        .expect("connect timed out")
+        .expect("connect failed")
 }

@@ -65,6 +65,7 @@ impl Engine {
             ),
             Added::Waiting => {}
             Added::New => {
+                self.ended_filters.retain(|f| f != filter);
                 if self.conn == Conn::Connected {
                     self.send_subscribe(filter, now);
                 }
@@ -279,6 +280,11 @@ impl Engine {
     }
 
     fn end_server_subscription(&mut self, filter: String, op: OpId, now: Millis) {
+        self.ended_filters.retain(|f| *f != filter);
+        if self.ended_filters.len() == super::ENDED_FILTERS_KEPT {
+            self.ended_filters.pop_front();
+        }
+        self.ended_filters.push_back(filter.clone());
         if self.conn == Conn::Connected {
             let id = self.start_request(Request::Unsubscribe { op: Some(op) }, now);
             self.send(ClientFrame::Unsubscribe(Unsubscribe { id, filter }), now);

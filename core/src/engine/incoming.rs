@@ -36,9 +36,33 @@ impl Engine {
     /// [`FRAME_SEPARATOR`](crate::protocol::FRAME_SEPARATOR) (the engine announces that it
     /// reads batches in `hello`). Frames are handled in order.
     pub fn handle_message(&mut self, text: &str, now: Millis) {
+        if !self.server_joins {
+            // Until a `welcome` agreed to batches, a message is one frame (a line feed in it is
+            // JSON whitespace) — unless it starts with that welcome, which the server may have
+            // joined with the frames it queued right after it (a returning persistent client's
+            // messages).
+            match text.split_once(crate::protocol::FRAME_SEPARATOR) {
+                Some((first, rest)) if self.agrees_to_batches(first) => {
+                    self.handle_frame(first, now);
+                    self.handle_split(rest, now);
+                }
+                _ => self.handle_frame(text, now),
+            }
+            return;
+        }
+        self.handle_split(text, now);
+    }
+
+    fn handle_split(&mut self, text: &str, now: Millis) {
         for frame in crate::protocol::split_frames(text) {
             self.handle_frame(frame, now);
         }
+    }
+
+    /// Whether `text` is a `welcome` that agrees to batches.
+    fn agrees_to_batches(&self, text: &str) -> bool {
+        let codec = Codec::new(self.limits.max_frame_bytes as usize);
+        matches!(codec.decode_server_text(text), Ok(ServerFrame::Welcome(w)) if w.batch)
     }
 
     /// One frame arrived from the server (drivers call [`handle_message`](Self::handle_message),
@@ -307,17 +331,28 @@ impl Engine {
             self.subs.dispatch(&incoming.topic, incoming.offset)
         };
         if handlers.is_empty() {
-            if needs_ack {
-                let ack = if incoming.direct {
-                    // Nobody here handles direct messages: the sender must not read success.
-                    let text = "no handler for direct messages is registered";
-                    error_ack(incoming.did, incoming.aid, ErrorCode::HandlerFailed, text)
-                } else {
-                    // Unsubscribed while the copy was on its way: settle it.
-                    ok_ack(incoming.did, incoming.aid)
-                };
-                self.send(ClientFrame::Ack(ack), now);
+            if !needs_ack {
+                return;
             }
+            let ack = if incoming.direct {
+                // Nobody here handles direct messages: the sender must not read success.
+                let text = "no handler for direct messages is registered";
+                error_ack(incoming.did, incoming.aid, ErrorCode::HandlerFailed, text)
+            } else if self
+                .ended_filters
+                .iter()
+                .any(|filter| crate::topic::matches(filter, &incoming.topic))
+            {
+                // Unsubscribed while the copy was on its way: settle it.
+                ok_ack(incoming.did, incoming.aid)
+            } else {
+                // A subscription the server holds for this persistent client and the
+                // application has not registered (again) yet: acking would lose the message.
+                tracing::debug!(topic = %incoming.topic,
+                    "copy for a subscription with no handler yet: left for redelivery");
+                return;
+            };
+            self.send(ClientFrame::Ack(ack), now);
             return;
         }
         let keyring = self.config.keyring.clone();

@@ -165,6 +165,9 @@ struct Outgoing {
     request: Option<u64>,
 }
 
+/// Most filters remembered as ended by this engine (see `Engine::ended_filters`).
+const ENDED_FILTERS_KEPT: usize = 256;
+
 /// The Sealbus client state machine. See the [module documentation](self).
 ///
 /// Its `Debug` output shows the connection and counts, never queued frames (the `hello` holds
@@ -196,6 +199,12 @@ pub struct Engine {
     directs: Vec<OpId>,
     /// Filters unsubscribed while away, for a persistent client's next connection.
     pending_unsubs: Vec<String>,
+    /// Filters whose server subscription this engine ended, the most recent
+    /// [`ENDED_FILTERS_KEPT`]: a copy on its way when one ended finds no handler and is acked.
+    /// Any other copy without a handler is left unacknowledged for the server to redeliver: it
+    /// is a persistent client's subscription that the application has not registered again yet
+    /// (a new process gets its queued messages right after `welcome`, before it can subscribe).
+    ended_filters: VecDeque<String>,
     outgoing: BTreeMap<OpId, Outgoing>,
     /// Some publish in `outgoing` may be unsent (false: every one has its request in flight).
     maybe_unsent: bool,
@@ -250,6 +259,7 @@ impl Engine {
             subs: Subscriptions::default(),
             directs: Vec::new(),
             pending_unsubs: Vec::new(),
+            ended_filters: VecDeque::new(),
             outgoing: BTreeMap::new(),
             maybe_unsent: false,
             collections: Collections::default(),

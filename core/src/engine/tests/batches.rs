@@ -84,15 +84,78 @@ fn joined_messages_stay_within_the_servers_frame_limit() {
     assert_eq!(frames, 20);
 }
 
+/// A connected engine whose server agreed to batches.
+fn connected_joining() -> Harness {
+    let mut h = Harness::new(config());
+    h.actions();
+    h.engine.handle_connected(h.now);
+    h.sent();
+    h.feed(welcome_joining("e1"));
+    h.events();
+    h
+}
+
+/// A `message` frame on `a/b` at `offset`.
+fn message_frame(offset: u64) -> Value {
+    json!({"type": "message", "topic": "a/b", "data": {"json": offset}, "from": "p",
+        "ts": 1, "offset": offset, "qos": 0})
+}
+
+/// The offsets of the messages delivered among `events`.
+fn delivered(events: &[Event]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Deliver { message, .. } => message.offset,
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn without_batches_a_message_is_one_frame_whatever_its_line_feeds() {
+    let mut h = Harness::connected(config());
+    h.subscribed("a/#", 1);
+    // A server that did not agree to batches may pretty-print: line feeds are whitespace.
+    let pretty = serde_json::to_string_pretty(&message_frame(2)).unwrap();
+    assert!(pretty.contains('\n'));
+    h.engine.handle_message(&pretty, h.now);
+    let events = h.events();
+    assert_eq!(delivered(&events), [2]);
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Error(_))),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_welcome_agreeing_to_batches_may_carry_the_frames_queued_after_it() {
+    let mut h = Harness::connected(config());
+    h.subscribed("a/#", 1);
+    h.drop_transport();
+    let until = h.engine.poll_timeout().unwrap();
+    h.advance_to(until);
+    assert_eq!(h.engine.poll_connection(), Some(ConnAction::Connect));
+    h.engine.handle_connected(h.now);
+    h.sent();
+    // A returning persistent client: the server joined its queued messages to the welcome.
+    let text = format!(
+        "{}\n{}\n{}",
+        welcome_joining("e1"),
+        message_frame(2),
+        message_frame(3)
+    );
+    h.engine.handle_message(&text, h.now);
+    let events = h.events();
+    assert_eq!(delivered(&events), [2, 3], "{events:?}");
+    assert!(!events.iter().any(|e| matches!(e, Event::Error(_))));
+}
+
 #[test]
 fn a_message_of_several_frames_is_handled_frame_by_frame_in_order() {
-    let mut h = Harness::connected(config());
+    let mut h = connected_joining();
     let handler = h.subscribed("a/#", 1);
-    let message = |offset: u64| {
-        json!({"type": "message", "topic": "a/b", "data": {"json": offset}, "from": "p",
-            "ts": 1, "offset": offset, "qos": 0})
-        .to_string()
-    };
+    let message = |offset: u64| message_frame(offset).to_string();
     // Three messages, an undecodable frame between them and an empty line: each decodable
     // frame is delivered in order, the bad one is reported, nothing else is lost.
     let text = format!("{}\n{}\nnot json\n\n{}", message(2), message(3), message(4));

@@ -216,3 +216,42 @@ fn direct_messages_without_a_direct_handler_get_an_error_ack() {
     assert_eq!(sent[0]["ok"], false);
     assert_eq!(sent[0]["code"], ErrorCode::HandlerFailed.number());
 }
+
+/// A QoS 1 copy on `topic` with delivery id `did`.
+fn copy_on(topic: &str, did: u64) -> Value {
+    json!({"type": "message", "topic": topic, "data": {"json": did}, "from": "p",
+        "ts": 1, "offset": did, "mid": format!("m{did}"), "qos": 1, "did": did})
+}
+
+#[test]
+fn a_copy_for_a_subscription_not_registered_yet_is_left_for_redelivery() {
+    // A new process of a persistent client: the server still holds its subscription and sends
+    // the queued copies right after `welcome`, before the application subscribed again.
+    let mut persistent = config();
+    persistent.persistent = true;
+    let mut h = Harness::connected(persistent);
+    h.feed(copy_on("jobs/x", 7));
+    assert!(h.events().is_empty());
+    assert!(h.sent().is_empty(), "acking would lose the message");
+    // Once the application subscribed, the server's redelivery reaches the handler.
+    let handler = h.subscribed("jobs/#", 1);
+    h.feed(copy_on("jobs/x", 8));
+    let (handlers, token, _) = deliver(&h.events());
+    assert_eq!(handlers, [handler]);
+    h.engine.complete_delivery(token.unwrap(), Ok(()), h.now);
+    assert_eq!(h.sent(), [json!({"type": "ack", "did": 8, "ok": true})]);
+}
+
+#[test]
+fn a_copy_on_its_way_when_its_filter_ended_is_acked() {
+    let mut h = Harness::connected(config());
+    let handler = h.subscribed("a/#", 1);
+    h.engine.unsubscribe(handler, h.now);
+    h.sent_of("unsubscribe");
+    h.events();
+    h.feed(copy_on("a/b", 9));
+    assert!(h.events().is_empty());
+    assert_eq!(h.sent(), [json!({"type": "ack", "did": 9, "ok": true})]);
+    h.feed(copy_on("b/c", 10));
+    assert!(h.sent().is_empty(), "b/c matches no ended filter");
+}
