@@ -607,8 +607,9 @@ async fn after_a_restart_over_the_same_store_the_client_recovers_what_it_missed(
 
 #[tokio::test]
 async fn a_new_process_of_a_persistent_client_gets_what_was_queued_while_it_was_away() {
+    // Redeliveries only after a minute: what arrives within `WAIT` came with the welcome.
     let server = start(vec![session_with("s", "pw-s", |s| {
-        s.retry_interval_ms = 200
+        s.retry_interval_ms = 60_000
     })])
     .await;
     let addr = server.addr;
@@ -626,7 +627,7 @@ async fn a_new_process_of_a_persistent_client_gets_what_was_queued_while_it_was_
             .unwrap();
     }
     // A new process: its queued messages arrive right after `welcome`, before it subscribes.
-    // They are not acknowledged without a handler, so the server redelivers them to it.
+    // The engine keeps them (unacknowledged) for the subscription that comes next.
     let worker = connect_with(worker_options()).await;
     let mut jobs = collect(&worker, "jobs/#").await;
     let mut got = Vec::new();

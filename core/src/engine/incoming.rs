@@ -12,10 +12,12 @@ use super::payload::from_payload;
 use super::types::{
     AckFinish, AckReply, ConnectionState, DeliveryReport, Event, Message, Millis, Outcome,
 };
-use super::{Conn, Engine, Request};
+use std::collections::VecDeque;
+
+use super::{Conn, Engine, PARKED_MAX, Request};
 
 /// The parts of a `message` or `direct` frame the delivery path needs.
-struct Incoming {
+pub(super) struct Incoming {
     topic: String,
     direct: bool,
     data: Payload,
@@ -100,7 +102,7 @@ impl Engine {
         }
         match frame {
             ServerFrame::Welcome(_) => tracing::debug!("second welcome ignored"),
-            ServerFrame::Subscribed(frame) => self.on_subscribed(frame),
+            ServerFrame::Subscribed(frame) => self.on_subscribed(frame, now),
             ServerFrame::Unsubscribed(frame) => self.on_unsubscribed(frame),
             ServerFrame::Published(frame) => self.on_published(frame),
             ServerFrame::Message(frame) => self.on_message(frame, now),
@@ -147,7 +149,36 @@ impl Engine {
         self.requests.remove(&id).map(|(request, _)| request)
     }
 
-    fn on_subscribed(&mut self, frame: Subscribed) {
+    /// Keeps a copy that found no handler until a subscription that matches it is confirmed
+    /// (or the connection ends: its delivery id dies with it). A redelivery replaces the copy
+    /// with the same delivery id; past [`PARKED_MAX`] copies, the server's redelivery is the
+    /// only way back.
+    fn park(&mut self, incoming: Incoming) {
+        let same = |p: &Incoming| p.did.is_some() && p.did == incoming.did;
+        if let Some(parked) = self.parked.iter_mut().find(|p| same(p)) {
+            *parked = incoming;
+        } else if self.parked.len() < PARKED_MAX {
+            tracing::debug!(topic = %incoming.topic, "copy with no handler yet: kept for a subscription");
+            self.parked.push_back(incoming);
+        }
+    }
+
+    /// Delivers the parked copies that `filter` matches, in arrival order.
+    fn unpark(&mut self, filter: &str, now: Millis) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let (matching, rest): (VecDeque<Incoming>, VecDeque<Incoming>) =
+            std::mem::take(&mut self.parked)
+                .into_iter()
+                .partition(|p| crate::topic::matches(filter, &p.topic));
+        self.parked = rest;
+        for incoming in matching {
+            self.deliver(incoming, now);
+        }
+    }
+
+    fn on_subscribed(&mut self, frame: Subscribed, now: Millis) {
         let Some(Request::Subscribe { filter }) = self.take_request(frame.id) else {
             return;
         };
@@ -176,6 +207,7 @@ impl Engine {
                 }),
             );
         }
+        self.unpark(&filter, now);
         if not_recovered {
             let handlers = self.subs.handlers_of(&filter);
             self.events
@@ -348,8 +380,8 @@ impl Engine {
             } else {
                 // A subscription the server holds for this persistent client and the
                 // application has not registered (again) yet: acking would lose the message.
-                tracing::debug!(topic = %incoming.topic,
-                    "copy for a subscription with no handler yet: left for redelivery");
+                // It waits here for a matching subscription (or for the server's redelivery).
+                self.park(incoming);
                 return;
             };
             self.send(ClientFrame::Ack(ack), now);

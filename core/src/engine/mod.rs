@@ -168,6 +168,9 @@ struct Outgoing {
 /// Most filters remembered as ended by this engine (see `Engine::ended_filters`).
 const ENDED_FILTERS_KEPT: usize = 256;
 
+/// Most copies kept for a subscription not registered yet (see `Engine::parked`).
+const PARKED_MAX: usize = 1024;
+
 /// The Sealbus client state machine. See the [module documentation](self).
 ///
 /// Its `Debug` output shows the connection and counts, never queued frames (the `hello` holds
@@ -205,6 +208,9 @@ pub struct Engine {
     /// is a persistent client's subscription that the application has not registered again yet
     /// (a new process gets its queued messages right after `welcome`, before it can subscribe).
     ended_filters: VecDeque<String>,
+    /// Copies that found no handler and no ended filter, waiting for a matching subscription
+    /// to be confirmed (see `Engine::park`); dropped with the connection.
+    parked: VecDeque<incoming::Incoming>,
     outgoing: BTreeMap<OpId, Outgoing>,
     /// Some publish in `outgoing` may be unsent (false: every one has its request in flight).
     maybe_unsent: bool,
@@ -260,6 +266,7 @@ impl Engine {
             directs: Vec::new(),
             pending_unsubs: Vec::new(),
             ended_filters: VecDeque::new(),
+            parked: VecDeque::new(),
             outgoing: BTreeMap::new(),
             maybe_unsent: false,
             collections: Collections::default(),
@@ -543,6 +550,7 @@ impl Engine {
         self.server_joins = false;
         self.ping_deadline = None;
         self.deliveries.clear();
+        self.parked.clear();
         for (_, (request, _)) in std::mem::take(&mut self.requests) {
             // Subscriptions are resent after the reconnect and QoS 1 publishes stay in
             // `outgoing`; an unsubscribe is done: the server drops a non-persistent client's
@@ -611,6 +619,7 @@ impl Engine {
         self.conn = Conn::Closed;
         self.requests.clear();
         self.deliveries.clear();
+        self.parked.clear();
         let fail = error.clone().unwrap_or(Error::Closed);
         let subs: Vec<String> = self.subs.filters().map(|(f, _)| f.clone()).collect();
         for filter in subs {

@@ -223,23 +223,81 @@ fn copy_on(topic: &str, did: u64) -> Value {
         "ts": 1, "offset": did, "mid": format!("m{did}"), "qos": 1, "did": did})
 }
 
+/// Subscribes to `filter` and confirms it, leaving the events (deliveries included) to the
+/// caller.
+fn subscribe_confirmed(h: &mut Harness, filter: &str) -> OpId {
+    let op = h.engine.subscribe(filter, h.now).unwrap();
+    let sent = h.sent_of("subscribe");
+    h.feed(
+        json!({"type": "subscribed", "id": sent[0]["id"], "filter": filter,
+        "position": {"epoch": "e1", "offset": 1}}),
+    );
+    op
+}
+
+/// The delivery ids of the deliveries among `events`, with their tokens.
+fn delivered(events: &[Event]) -> Vec<(u64, DeliveryToken)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Deliver { message, token, .. } => Some((message.offset?, (*token)?)),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
-fn a_copy_for_a_subscription_not_registered_yet_is_left_for_redelivery() {
+fn a_copy_for_a_subscription_not_registered_yet_waits_for_it() {
     // A new process of a persistent client: the server still holds its subscription and sends
     // the queued copies right after `welcome`, before the application subscribed again.
     let mut persistent = config();
     persistent.persistent = true;
     let mut h = Harness::connected(persistent);
     h.feed(copy_on("jobs/x", 7));
+    h.feed(copy_on("other/y", 8));
+    h.feed(copy_on("jobs/z", 9));
+    h.feed(copy_on("jobs/x", 7));
     assert!(h.events().is_empty());
-    assert!(h.sent().is_empty(), "acking would lose the message");
-    // Once the application subscribed, the server's redelivery reaches the handler.
-    let handler = h.subscribed("jobs/#", 1);
-    h.feed(copy_on("jobs/x", 8));
-    let (handlers, token, _) = deliver(&h.events());
-    assert_eq!(handlers, [handler]);
-    h.engine.complete_delivery(token.unwrap(), Ok(()), h.now);
-    assert_eq!(h.sent(), [json!({"type": "ack", "did": 8, "ok": true})]);
+    assert!(h.sent().is_empty(), "acking would lose the messages");
+    // Once the subscription is confirmed, its copies reach the handler in arrival order (the
+    // redelivery of 7 replaced the first one); the copy of another filter keeps waiting.
+    let handler = subscribe_confirmed(&mut h, "jobs/#");
+    let events = h.events();
+    let got = delivered(&events);
+    assert_eq!(got.iter().map(|(did, _)| *did).collect::<Vec<_>>(), [7, 9]);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Deliver { handlers, .. } if handlers == &[handler]))
+    );
+    for (_, token) in got {
+        h.engine.complete_delivery(token, Ok(()), h.now);
+    }
+    assert_eq!(
+        h.sent(),
+        [
+            json!({"type": "ack", "did": 7, "ok": true}),
+            json!({"type": "ack", "did": 9, "ok": true})
+        ]
+    );
+}
+
+#[test]
+fn parked_copies_end_with_their_connection() {
+    let mut persistent = config();
+    persistent.persistent = true;
+    let mut h = Harness::connected(persistent);
+    h.feed(copy_on("jobs/x", 7));
+    h.drop_transport();
+    let until = h.engine.poll_timeout().unwrap();
+    h.advance_to(until);
+    h.connect("e1");
+    h.events();
+    subscribe_confirmed(&mut h, "jobs/#");
+    assert!(
+        delivered(&h.events()).is_empty(),
+        "delivery id 7 belonged to the old connection: the server writes it again"
+    );
 }
 
 #[test]
