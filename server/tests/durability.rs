@@ -447,16 +447,7 @@ async fn a_server_rebuilt_over_the_same_store_keeps_persistent_clients_history_a
 #[tokio::test]
 async fn a_publisher_faster_than_the_store_is_slowed_down_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        sealbus_server::store::SqliteStore::open(
-            &dir.path().join("store.db"),
-            sealbus_server::store::SyncMode::Full,
-        )
-        .unwrap(),
-    );
-    // A limit of one queued write: nearly every batch a reader takes must wait for a commit.
-    store.backlog().unwrap().set_limit(1);
-    let (_server, addr) = serve_on(store, quick("d", |_| {})).await;
+    let (_server, addr) = serve_on(store_of_one_write(&dir), quick("d", |_| {})).await;
     let mut subscriber = Client::join(addr, "d", "pw", "sub").await;
     subscriber.subscribe(1, "t").await;
     let mut publisher = Client::join(addr, "d", "pw", "pub").await;
@@ -470,13 +461,60 @@ async fn a_publisher_faster_than_the_store_is_slowed_down_and_loses_nothing() {
     for n in 0..=N {
         assert_eq!(subscriber.expect("message").await["data"]["json"], n);
     }
+    assert!(
+        store_waits(addr).await > 0,
+        "the publisher's reader waited for the store"
+    );
+}
+
+/// A SQLite store in `dir` whose backlog takes one queued write: nearly every run of frames a
+/// reader hands to the session must then wait for a commit.
+fn store_of_one_write(dir: &tempfile::TempDir) -> Arc<sealbus_server::store::SqliteStore> {
+    let store = Arc::new(
+        sealbus_server::store::SqliteStore::open(
+            &dir.path().join("store.db"),
+            sealbus_server::store::SyncMode::Full,
+        )
+        .unwrap(),
+    );
+    store.backlog().unwrap().set_limit(1);
+    store
+}
+
+/// `sealbus_store_waits_total` of session `d`.
+async fn store_waits(addr: std::net::SocketAddr) -> u64 {
     let (_, metrics) = http(addr, "GET", "/metrics", None, None).await;
-    let waits: u64 = metrics
+    metrics
         .as_str()
         .unwrap()
         .lines()
         .find_map(|line| line.strip_prefix("sealbus_store_waits_total{session=\"d\"} "))
         .and_then(|value| value.parse().ok())
-        .unwrap();
-    assert!(waits > 0, "the publisher's reader waited for the store");
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_message_of_many_frames_waits_for_the_store_between_its_runs_of_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, addr) = serve_on(store_of_one_write(&dir), quick("d", |_| {})).await;
+    let mut subscriber = Client::join(addr, "d", "pw", "sub").await;
+    subscriber.subscribe(1, "t").await;
+    let (mut publisher, welcome) = Client::hello_raw(
+        addr,
+        json!({"type":"hello","v":1,"session":"d","auth":{"password":"pw"},"client_id":"pub",
+               "batch":true}),
+    )
+    .await;
+    assert_eq!(welcome["batch"], true, "{welcome}");
+    // One WebSocket message of ten runs of 32 frames (the most the reader hands over at once).
+    const N: u64 = 320;
+    let frames: Vec<String> = (0..N)
+        .map(|n| json!({"type":"publish","topic":"t","data":{"json":n}}).to_string())
+        .collect();
+    publisher.send_text(frames.join("\n")).await;
+    for n in 0..N {
+        assert_eq!(subscriber.expect("message").await["data"]["json"], n);
+    }
+    let waits = store_waits(addr).await;
+    assert!(waits >= 5, "{waits} pauses for ten runs of one message");
 }

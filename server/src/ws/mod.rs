@@ -409,9 +409,11 @@ async fn read_loop(
                             }
                         }
                         // A message may hold many frames: the session's lock is still taken
-                        // for at most `MAX_BATCH` of them at a time.
+                        // for at most `MAX_BATCH` of them at a time, and the store's backlog is
+                        // respected between them as between messages.
                         if batch.len() >= MAX_BATCH
-                            && handle_batch(session, key, &mut batch) == Flow::Close
+                            && (handle_batch(session, key, &mut batch) == Flow::Close
+                                || !wait_for_store(session, &metrics, &mut kill_signal).await)
                         {
                             closed = true;
                             break;
@@ -442,20 +444,8 @@ async fn read_loop(
                 next = stream.next().now_or_never();
             }
         }
-        // While the store is behind, stop reading: TCP then slows the client down instead of
-        // its writes piling up in memory (`store::Backlog`).
-        if let Some(backlog) = session.store_backlog()
-            && backlog.is_full()
-        {
-            tracing::debug!(
-                queued = backlog.queued(),
-                "store backlog full: reader waits"
-            );
-            SessionMetrics::add(&metrics.store_waits, 1);
-            tokio::select! {
-                _ = &mut kill_signal => return finish(session, key, &mut batch),
-                () = backlog.room() => {}
-            }
+        if !wait_for_store(session, &metrics, &mut kill_signal).await {
+            return finish(session, key, &mut batch);
         }
         // The session's lock is a blocking mutex: a worker that waits for it sleeps, although
         // it could write other connections' frames meanwhile. Let it run other tasks first.
@@ -468,6 +458,31 @@ async fn read_loop(
         if handle_batch(session, key, &mut batch) == Flow::Close {
             return;
         }
+    }
+}
+
+/// While the store is behind, the reader stops taking frames: TCP then slows the client down
+/// instead of its writes piling up in memory (`store::Backlog`). False if the connection was
+/// killed meanwhile.
+async fn wait_for_store<F: Future + Unpin>(
+    session: &Session,
+    metrics: &SessionMetrics,
+    kill_signal: &mut F,
+) -> bool {
+    let Some(backlog) = session.store_backlog() else {
+        return true;
+    };
+    if !backlog.is_full() {
+        return true;
+    }
+    tracing::debug!(
+        queued = backlog.queued(),
+        "store backlog full: reader waits"
+    );
+    SessionMetrics::add(&metrics.store_waits, 1);
+    tokio::select! {
+        _ = kill_signal => false,
+        () = backlog.room() => true,
     }
 }
 
