@@ -63,13 +63,8 @@ fn frames_are_joined_only_on_a_connection_whose_server_reads_batches() {
 
 #[test]
 fn joined_messages_stay_within_the_servers_frame_limit() {
-    let mut h = Harness::new(config());
-    h.actions();
-    h.engine.handle_connected(h.now);
-    h.sent();
     // The test welcome's frame limit is 4 096 bytes: 20 frames of ~520 bytes need 3+ messages.
-    h.feed(welcome_joining("e1"));
-    h.events();
+    let mut h = connected_joining();
     publish_many(&mut h, 20, 480);
     let sent = messages(&mut h);
     assert!(sent.len() >= 3, "{} messages", sent.len());

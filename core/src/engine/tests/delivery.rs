@@ -246,13 +246,18 @@ fn delivered(events: &[Event]) -> Vec<(u64, DeliveryToken)> {
         .collect()
 }
 
+/// A connected engine of a persistent client.
+fn persistent_connected() -> Harness {
+    let mut persistent = config();
+    persistent.persistent = true;
+    Harness::connected(persistent)
+}
+
 #[test]
 fn a_copy_for_a_subscription_not_registered_yet_waits_for_it() {
     // A new process of a persistent client: the server still holds its subscription and sends
     // the queued copies right after `welcome`, before the application subscribed again.
-    let mut persistent = config();
-    persistent.persistent = true;
-    let mut h = Harness::connected(persistent);
+    let mut h = persistent_connected();
     h.feed(copy_on("jobs/x", 7));
     h.feed(copy_on("other/y", 8));
     h.feed(copy_on("jobs/z", 9));
@@ -284,9 +289,7 @@ fn a_copy_for_a_subscription_not_registered_yet_waits_for_it() {
 
 #[test]
 fn parked_copies_end_with_their_connection() {
-    let mut persistent = config();
-    persistent.persistent = true;
-    let mut h = Harness::connected(persistent);
+    let mut h = persistent_connected();
     h.feed(copy_on("jobs/x", 7));
     h.drop_transport();
     let until = h.engine.poll_timeout().unwrap();
