@@ -14,7 +14,7 @@ use super::types::{
 };
 use std::collections::VecDeque;
 
-use super::{Conn, Engine, PARKED_MAX, Request};
+use super::{Conn, Engine, PARKED_BYTES, PARKED_MAX, Request};
 
 /// The parts of a `message` or `direct` frame the delivery path needs.
 pub(super) struct Incoming {
@@ -151,13 +151,16 @@ impl Engine {
 
     /// Keeps a copy that found no handler until a subscription that matches it is confirmed
     /// (or the connection ends: its delivery id dies with it). A redelivery replaces the copy
-    /// with the same delivery id; past [`PARKED_MAX`] copies, the server's redelivery is the
-    /// only way back.
+    /// with the same delivery id; past [`PARKED_MAX`] copies or [`PARKED_BYTES`] of payload,
+    /// the server's redelivery is the only way back.
     fn park(&mut self, incoming: Incoming) {
         let same = |p: &Incoming| p.did.is_some() && p.did == incoming.did;
         if let Some(parked) = self.parked.iter_mut().find(|p| same(p)) {
             *parked = incoming;
-        } else if self.parked.len() < PARKED_MAX {
+            return;
+        }
+        let bytes: usize = self.parked.iter().map(|p| p.data.size()).sum();
+        if self.parked.len() < PARKED_MAX && bytes + incoming.data.size() <= PARKED_BYTES {
             tracing::debug!(topic = %incoming.topic, "copy with no handler yet: kept for a subscription");
             self.parked.push_back(incoming);
         }

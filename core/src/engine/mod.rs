@@ -171,6 +171,9 @@ const ENDED_FILTERS_KEPT: usize = 256;
 /// Most copies kept for a subscription not registered yet (see `Engine::parked`).
 const PARKED_MAX: usize = 1024;
 
+/// Most payload bytes kept for a subscription not registered yet (as `Payload::size` counts).
+const PARKED_BYTES: usize = 16 * 1024 * 1024;
+
 /// The Sealbus client state machine. See the [module documentation](self).
 ///
 /// Its `Debug` output shows the connection and counts, never queued frames (the `hello` holds

@@ -316,3 +316,34 @@ fn a_copy_on_its_way_when_its_filter_ended_is_acked() {
     h.feed(copy_on("b/c", 10));
     assert!(h.sent().is_empty(), "b/c matches no ended filter");
 }
+
+#[test]
+fn copies_kept_for_a_subscription_are_bounded_in_bytes() {
+    let mut persistent = config();
+    persistent.persistent = true;
+    let mut h = Harness::new(persistent);
+    h.actions();
+    h.engine.handle_connected(h.now);
+    h.sent();
+    let mut welcome = welcome("e1");
+    welcome["limits"]["max_frame_bytes"] = json!(4 << 20);
+    h.feed(welcome);
+    h.events();
+    // Nine payloads of 2 MiB (a JSON string counts its quotes): the first eight fill the
+    // 16 MiB kept for subscriptions.
+    let big = "x".repeat((2 << 20) - 2);
+    for did in 1..=9 {
+        h.feed(
+            json!({"type": "message", "topic": "jobs/x", "data": {"json": big}, "from": "p",
+            "ts": 1, "offset": did, "qos": 1, "did": did}),
+        );
+    }
+    assert!(h.sent().is_empty());
+    subscribe_confirmed(&mut h, "jobs/#");
+    let kept: Vec<u64> = delivered(&h.events()).iter().map(|(did, _)| *did).collect();
+    assert_eq!(
+        kept,
+        (1..=8).collect::<Vec<_>>(),
+        "the ninth is left to the server"
+    );
+}
