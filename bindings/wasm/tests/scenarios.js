@@ -108,6 +108,27 @@ export const scenarios = {
     await b.close();
   },
 
+  async 'a new process of a persistent client gets what was queued while it was away'({ sdk, url, assert }) {
+    const id = unique('worker-');
+    const topic = unique('jobs/');
+    const first = await connect(sdk, url, { clientId: id, persistent: true });
+    await first.subscribe(`${topic}/#`, () => {});
+    await first.close();
+    const boss = await connect(sdk, url);
+    for (let n = 0; n < 5; n += 1) await boss.publish(`${topic}/x`, n, { qos: 1 });
+    // The queued copies come with the welcome, before this process subscribes: the SDK keeps
+    // them for the subscription (the demo session redelivers only after 5 s).
+    const again = await connect(sdk, url, { clientId: id, persistent: true });
+    const got = [];
+    await again.subscribe(`${topic}/#`, (m) => {
+      got.push(m.data);
+    });
+    await until(() => got.length === 5, 4000, 'the messages queued while away');
+    assert.deepEqual(got, [0, 1, 2, 3, 4]);
+    await again.close({ discard: true });
+    await boss.close();
+  },
+
   async 'a burst of QoS 1 messages (joined on the wire) arrives in order and every copy is acked'({ sdk, url, assert }) {
     // Both sides announce messages of several frames: the server joins the burst's copies, the
     // subscriber's engine splits them and joins its acks, the publisher's joins its publishes.
