@@ -1,5 +1,7 @@
 //! Frames from the server.
 
+use std::collections::VecDeque;
+
 use crate::Error;
 use crate::protocol::{
     AckCancel, AckDone, AckExpect, AckResponse, ClientFrame, Codec, DeliveryState, Direct,
@@ -12,8 +14,6 @@ use super::payload::from_payload;
 use super::types::{
     AckFinish, AckReply, ConnectionState, DeliveryReport, Event, Message, Millis, Outcome,
 };
-use std::collections::VecDeque;
-
 use super::{Conn, Engine, PARKED_BYTES, PARKED_MAX, Request};
 
 /// The parts of a `message` or `direct` frame the delivery path needs.

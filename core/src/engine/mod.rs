@@ -207,9 +207,9 @@ pub struct Engine {
     pending_unsubs: Vec<String>,
     /// Filters whose server subscription this engine ended, the most recent
     /// [`ENDED_FILTERS_KEPT`]: a copy on its way when one ended finds no handler and is acked.
-    /// Any other copy without a handler is left unacknowledged for the server to redeliver: it
-    /// is a persistent client's subscription that the application has not registered again yet
-    /// (a new process gets its queued messages right after `welcome`, before it can subscribe).
+    /// Any other copy without a handler belongs to a persistent client's subscription that the
+    /// application has not registered again yet (a new process gets its queued messages right
+    /// after `welcome`, before it can subscribe): it is kept in `parked`, unacknowledged.
     ended_filters: VecDeque<String>,
     /// Copies that found no handler and no ended filter, waiting for a matching subscription
     /// to be confirmed (see `Engine::park`); dropped with the connection.

@@ -347,3 +347,18 @@ fn copies_kept_for_a_subscription_are_bounded_in_bytes() {
         "the ninth is left to the server"
     );
 }
+
+#[test]
+fn copies_kept_for_a_subscription_are_bounded_in_number() {
+    let mut h = persistent_connected();
+    for did in 1..=1030 {
+        h.feed(copy_on("jobs/x", did));
+    }
+    subscribe_confirmed(&mut h, "jobs/#");
+    let kept: Vec<u64> = delivered(&h.events()).iter().map(|(did, _)| *did).collect();
+    assert_eq!(
+        kept,
+        (1..=1024).collect::<Vec<_>>(),
+        "the rest is left to the server"
+    );
+}
