@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use super::{ClientFrame, ErrorCode, ProtocolError, ServerFrame, ack_text, answers};
+use super::{ClientFrame, ErrorCode, MessageRef, ProtocolError, ServerFrame, ack_text, answers};
 
 /// A set of frames distinguished by their `type` tag; implemented by `frame_enum!`.
 pub(crate) trait FrameSet: Sized {
@@ -222,7 +222,7 @@ impl Codec {
     pub fn encode_server(frame: &ServerFrame) -> Result<String, ProtocolError> {
         // The frames a server sends most have hand-written encoders (same bytes as serde's).
         match frame {
-            ServerFrame::Message(message) => match answers::message(message) {
+            ServerFrame::Message(message) => match answers::message(&message.into()) {
                 Some(text) => Ok(text),
                 None => encode(frame),
             },
@@ -231,6 +231,15 @@ impl Codec {
             ServerFrame::AckDone(done) => Ok(answers::ack_done(done)),
             ServerFrame::AckExpect(expect) => Ok(answers::ack_expect(expect)),
             other => encode(other),
+        }
+    }
+
+    /// Encodes a `message` frame from borrowed fields: the same text as
+    /// [`encode_server`](Self::encode_server) of the owned frame, without building it.
+    pub fn encode_message(message: &MessageRef<'_>) -> Result<String, ProtocolError> {
+        match answers::message(message) {
+            Some(text) => Ok(text),
+            None => encode(&ServerFrame::Message(message.to_message())),
         }
     }
 

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use sealbus::protocol::{DeadLetter, Direct, Message, Qos, ServerFrame};
+use axum::extract::ws::Utf8Bytes;
+use sealbus::protocol::{Codec, DeadLetter, Direct, Message, MessageRef, Qos, ServerFrame};
 
 use super::by_did::ByDid;
 use super::outbox::{AckCopy, Outbound};
@@ -88,7 +89,7 @@ impl Copy {
         let frame = match self.track().and_then(Track::frame) {
             Some(frame) => frame.clone(),
             // No shared frame (a copy restored from the store): encode the message once here.
-            None => encode(&copy_frame(self.message(), None, None, false))?,
+            None => copy_text(self.message(), true)?,
         };
         Some(match &self.ack {
             Some((aid, cancelled)) => Outbound::AckCopy(Box::new(AckCopy {
@@ -185,38 +186,51 @@ pub(super) struct Delivery<'a> {
     pub(super) metrics: &'a SessionMetrics,
 }
 
-/// The frame of a copy: `message` for a stream message, `direct` for a direct message.
-pub(super) fn copy_frame(
-    message: &StoredMessage,
-    did: Option<u64>,
-    aid: Option<u64>,
-    dup: bool,
-) -> ServerFrame {
+/// The frame of a copy without the copy's own fields (the writer splices in `did`, `aid` and
+/// `dup`): `message` for a stream message, encoded from the stored message without cloning it
+/// into a frame first, or `direct` for a direct message. `show_mid: false` leaves the message id
+/// out (a QoS 0 publish that did not name one). `None` only if encoding failed (logged).
+pub(super) fn copy_text(message: &StoredMessage, show_mid: bool) -> Option<Utf8Bytes> {
     match message.key {
-        MessageKey::Stream(offset) => ServerFrame::Message(Message {
-            topic: message.topic.clone(),
+        MessageKey::Stream(offset) => {
+            let view = message_ref(message, offset, show_mid);
+            match Codec::encode_message(&view) {
+                Ok(text) => Some(Utf8Bytes::from(text)),
+                Err(err) => {
+                    tracing::error!(error = %err, "could not encode a message frame");
+                    None
+                }
+            }
+        }
+        MessageKey::Direct(_) => encode(&ServerFrame::Direct(Direct {
             data: message.data.clone(),
             from: message.from.clone(),
             ts: message.ts,
-            offset: Some(offset),
-            mid: Some(message.mid.clone()),
+            mid: show_mid.then(|| message.mid.clone()),
             qos: message.qos,
-            did,
-            aid,
-            retained: false,
-            replay: false,
-            dup,
-        }),
-        MessageKey::Direct(_) => ServerFrame::Direct(Direct {
-            data: message.data.clone(),
-            from: message.from.clone(),
-            ts: message.ts,
-            mid: Some(message.mid.clone()),
-            qos: message.qos,
-            did,
-            aid,
-            dup,
-        }),
+            did: None,
+            aid: None,
+            dup: false,
+        })),
+    }
+}
+
+/// The `message` frame of stream message `message` at `offset`, borrowed, without a copy's own
+/// fields (and without the message id unless `show_mid`).
+pub(super) fn message_ref(message: &StoredMessage, offset: u64, show_mid: bool) -> MessageRef<'_> {
+    MessageRef {
+        topic: &message.topic,
+        data: &message.data,
+        from: &message.from,
+        ts: message.ts,
+        offset: Some(offset),
+        mid: show_mid.then_some(message.mid.as_str()),
+        qos: message.qos,
+        did: None,
+        aid: None,
+        retained: false,
+        replay: false,
+        dup: false,
     }
 }
 

@@ -30,7 +30,7 @@ pub use outbox::{
 pub use session::{ClientInfo, ClientKey, Connected, Flow, Session};
 pub use tracking::Status as MessageStatus;
 
-use sealbus::protocol::{ErrorCode, Message};
+use sealbus::protocol::{ErrorCode, MessageRef};
 
 use crate::error::{Error, Result};
 use crate::store::{SessionRecord, Store};
@@ -49,8 +49,9 @@ pub(crate) type IdSet<K> = HashSet<K, foldhash::fast::RandomState>;
 /// The broker calls it after routing a publish locally. The in-process [`LocalBackplane`] does
 /// nothing: a single node needs no backplane.
 pub trait Backplane: Send + Sync + std::fmt::Debug {
-    /// A message was published in `session` on this node.
-    fn publish(&self, session: &str, message: &Message);
+    /// A message was published in `session` on this node (borrowed: a backplane that forwards
+    /// it encodes it, e.g. with [`Codec::encode_message`](sealbus::protocol::Codec::encode_message)).
+    fn publish(&self, session: &str, message: &MessageRef<'_>);
 }
 
 /// The single-node backplane: nothing to forward.
@@ -58,7 +59,7 @@ pub trait Backplane: Send + Sync + std::fmt::Debug {
 pub struct LocalBackplane;
 
 impl Backplane for LocalBackplane {
-    fn publish(&self, _session: &str, _message: &Message) {}
+    fn publish(&self, _session: &str, _message: &MessageRef<'_>) {}
 }
 
 /// All sessions of the server.

@@ -14,13 +14,17 @@ use sealbus::protocol::{
 use sealbus::topic::is_reserved;
 
 use super::acks::AckCollection;
-use super::delivery::{Copy, Delivery, copy_frame};
+use super::delivery::{Copy, Delivery, copy_text, message_ref};
 use super::now_ms;
 use super::outbox::{AckCopy, Outbound, Outbox};
 use super::routing::not_connected;
 use super::session::{ClientKey, Session, State, encode};
 use crate::metrics::SessionMetrics;
 use crate::store::{MessageKey, OnCommit, Retained, StoredMessage, Write};
+
+/// Largest list of a publish's targets kept for the next publish (bytes: eight per target); a
+/// publish to more subscribers allocates its own.
+const KEPT_TARGETS: usize = 4096;
 
 /// Client id shown as `from` for messages published through the admin API.
 pub(crate) const ADMIN_ID: &str = "$admin";
@@ -244,20 +248,18 @@ impl Session {
         let history_size = self.settings().history_size as usize;
         state.history.push(message.clone(), history_size);
         d.writes.push(Write::Message(message.clone()));
-        let mut targets = Vec::new();
+        // The vector of the previous publish, emptied: growing a new one to the subscriber
+        // count cost three allocator calls per publish.
+        let mut targets = std::mem::take(&mut state.targets);
+        targets.clear();
         state
             .index
             .for_each_match(&message.topic, |k| targets.push(*k));
         targets.sort_unstable();
         targets.dedup();
         SessionMetrics::add(&self.metrics.published, 1);
-        let mut frame = copy_frame(&message, None, None, false);
-        if f.qos == Qos::AtMostOnce
-            && !mid_given
-            && let ServerFrame::Message(plain) = &mut frame
-        {
-            plain.mid = None;
-        }
+        // A QoS 0 publish that did not name a message id is delivered without one.
+        let show_mid = f.qos != Qos::AtMostOnce || mid_given;
         let on_commit = match (f.ack, publisher, f.id) {
             (Some(ack), Some(publisher), Some(id)) => {
                 let spec = AckSpec {
@@ -271,7 +273,7 @@ impl Session {
             }
             (_, publisher, id) => {
                 if f.qos == Qos::AtMostOnce {
-                    if let Some(text) = encode(&frame) {
+                    if let Some(text) = copy_text(&message, show_mid) {
                         for key in &targets {
                             if let Some(outbox) =
                                 state.clients.get(key).and_then(|c| c.outbox.as_ref())
@@ -284,8 +286,11 @@ impl Session {
                     targets.retain(|k| state.clients.contains_key(k));
                     let holders = targets.iter().filter_map(|k| state.clients.get(k));
                     let holders = holders.map(|c| c.id.clone());
-                    let tracks = state.tracker.start(&message, encode(&frame), holders);
-                    for (key, track) in targets.into_iter().zip(tracks) {
+                    let tracks =
+                        state
+                            .tracker
+                            .start(&message, copy_text(&message, show_mid), holders);
+                    for (&key, track) in targets.iter().zip(tracks) {
                         let copy = Copy::new(&message, Some(track));
                         state.give(key, copy, d);
                     }
@@ -302,9 +307,11 @@ impl Session {
                 })
             }
         };
-        if let ServerFrame::Message(plain) = frame {
-            self.backplane.publish(self.name(), &plain);
+        if targets.capacity() <= KEPT_TARGETS {
+            state.targets = targets;
         }
+        self.backplane
+            .publish(self.name(), &message_ref(&message, offset, show_mid));
         Ok(on_commit)
     }
 
@@ -347,7 +354,7 @@ impl Session {
             AckCollection::new(publisher, topic, &expected, cancelled.clone(), deadline);
         AckCollection::insert(state, aid, collection);
         let qos1 = message.qos == Qos::AtLeastOnce;
-        let shared = encode(&copy_frame(message, None, None, false));
+        let shared = copy_text(message, true);
         let mut tracks = qos1
             .then(|| {
                 let holders = expected.iter().chain(&away).map(|(id, _)| id.clone());
@@ -464,7 +471,7 @@ impl Session {
                     let track = state.tracker.start(&message, None, [holder]).next();
                     state.give(target, Copy::new(&message, track), &mut d);
                 } else {
-                    state.send(target, &copy_frame(&message, None, None, false));
+                    state.send_text(target, copy_text(&message, true));
                 }
                 let on_commit = id.and_then(|id| {
                     let published = Published {

@@ -159,6 +159,8 @@ pub(super) struct State {
     pub(super) tracker: Tracker,
     /// When the once-a-second work (expiry, history trim) last ran.
     pub(super) housekept: Option<Instant>,
+    /// The previous publish's list of targets, reused by the next (see `Session::route`).
+    pub(super) targets: Vec<ClientKey>,
 }
 
 /// How often expiry of persistent clients and history trimming run.
@@ -169,8 +171,15 @@ impl State {
     /// subscribed and the retained messages, relayed ack responses, errors, ...): it must not be
     /// dropped, and it may use the queue's answer headroom.
     pub(super) fn send(&self, key: ClientKey, frame: &ServerFrame) {
+        if self.clients.get(&key).is_some_and(|c| c.outbox.is_some()) {
+            self.send_text(key, encode(frame));
+        }
+    }
+
+    /// [`send`](Self::send) of a frame already encoded (nothing if encoding failed).
+    pub(super) fn send_text(&self, key: ClientKey, text: Option<Utf8Bytes>) {
         if let Some(outbox) = self.clients.get(&key).and_then(|c| c.outbox.as_ref())
-            && let Some(text) = encode(frame)
+            && let Some(text) = text
         {
             outbox.push_answer(Outbound::Frame(text));
         }
