@@ -5,8 +5,9 @@
 //! `keep` settled ones (the session's history size), so a status can be asked for a while after
 //! the last ack.
 
+use std::collections::VecDeque;
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
@@ -93,7 +94,14 @@ pub struct Status {
 #[derive(Debug, Default)]
 pub(super) struct Tracker {
     by_key: IdMap<MessageKey, Arc<Tracked>>,
-    by_mid: HashMap<String, MessageKey>,
+    /// Message ids, by their keyed hash ([`Tracker::mid_hash`]): a map keyed by a copy of each
+    /// id cost an allocation per message, and its removal (the history size of messages later,
+    /// from memory long gone cold) was a third of the tracker's time under QoS 1 load. Clients
+    /// choose message ids but not the hash key, so they cannot make ids collide on purpose; an
+    /// accidental collision of two 64-bit hashes leaves the older message's status unknown
+    /// (lookups check the id).
+    by_mid: IdMap<u64, MessageKey>,
+    mid_hash: RandomState,
     settled: VecDeque<MessageKey>,
     keep: usize,
 }
@@ -155,9 +163,10 @@ impl Tracker {
             open: AtomicUsize::new(open),
         });
         if let Some(replaced) = self.by_key.insert(key, tracked.clone()) {
-            self.by_mid.remove(&replaced.message.mid);
+            self.forget_mid(&replaced.message);
         }
-        self.by_mid.insert(message.mid.clone(), key);
+        self.by_mid
+            .insert(self.mid_hash.hash_one(&message.mid), key);
         if open == 0 {
             self.settle(key);
         }
@@ -226,14 +235,24 @@ impl Tracker {
                 && entry.get().open.load(Ordering::Relaxed) == 0
             {
                 let gone = entry.remove();
-                self.by_mid.remove(&gone.message.mid);
+                self.forget_mid(&gone.message);
             }
+        }
+    }
+
+    /// Forgets `message`'s id, unless it now names a newer message.
+    fn forget_mid(&mut self, message: &StoredMessage) {
+        if let Entry::Occupied(entry) = self.by_mid.entry(self.mid_hash.hash_one(&message.mid))
+            && *entry.get() == message.key
+        {
+            entry.remove();
         }
     }
 
     /// The status of message `mid`, if tracked.
     pub(super) fn status(&self, mid: &str) -> Option<Status> {
-        let tracked = self.by_key.get(self.by_mid.get(mid)?)?;
+        let key = self.by_mid.get(&self.mid_hash.hash_one(mid))?;
+        let tracked = self.by_key.get(key).filter(|t| t.message.mid == mid)?;
         Some(Status {
             topic: tracked.message.topic.clone(),
             from: tracked.message.from.clone(),
@@ -287,6 +306,28 @@ mod tests {
             "only the last settled one is kept"
         );
         assert!(tracker.status("m2").unwrap().copies.is_empty());
+    }
+
+    #[test]
+    fn a_reused_message_id_names_the_newer_message_after_the_older_is_forgotten() {
+        let mut tracker = Tracker::default();
+        tracker.set_keep(1);
+        let with_mid = |offset: u64| {
+            let mut message = (*message(offset)).clone();
+            message.mid = "same".into();
+            Arc::new(message)
+        };
+        let (older, newer) = (with_mid(1), with_mid(2));
+        let older_line = tracker.start(&older, None, ["a".into()]).next();
+        let newer_line = tracker.start(&newer, None, ["b".into()]).next();
+        tracker.update(older_line.as_ref(), CopyState::Acknowledged, 1);
+        tracker.update(newer_line.as_ref(), CopyState::Acknowledged, 1);
+        let status = tracker
+            .status("same")
+            .expect("the newer message is still kept");
+        assert_eq!(status.copies[0].client, "b");
+        assert_eq!(status.copies[0].state, CopyState::Acknowledged);
+        assert!(tracker.status("m1").is_none() && tracker.status("other").is_none());
     }
 
     #[test]
