@@ -172,6 +172,8 @@ pub(crate) struct Target {
     pub(crate) session: String,
     /// Session password.
     pub(crate) password: String,
+    /// The server's admin API token, when known (the `sessions` scenario creates sessions).
+    pub(crate) admin_token: Option<String>,
 }
 
 /// Opens a connection, authenticates as `client_id` and returns both halves.

@@ -16,13 +16,14 @@ use super::conn::{self, PublishTemplate, Target};
 use super::scenarios::{PAYLOAD_BYTES, percentile, run_prefix};
 
 /// QoS 1 publishes with `window` in flight to `subscribers` acknowledging subscribers for
-/// `duration`; prints confirmed publishes/s, confirmation latency and whether every copy arrived.
+/// `duration`; prints confirmed publishes/s, confirmation latency and whether every copy arrived,
+/// and returns the confirmed publishes/s.
 pub(crate) async fn qos1(
     target: &Target,
     label: &str,
     subscribers: usize,
     duration: Duration,
-) -> Result<()> {
+) -> Result<f64> {
     let window = super::load_window(256);
     let prefix = run_prefix();
     let topic = format!("{prefix}/q1");
@@ -87,5 +88,5 @@ pub(crate) async fn qos1(
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99),
     );
-    Ok(())
+    Ok(confirmed as f64 / elapsed)
 }

@@ -14,6 +14,7 @@ mod client;
 mod conn;
 mod durable;
 mod scenarios;
+mod tenants;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -30,7 +31,8 @@ USAGE:
     cargo xtask load [OPTIONS]
 
 OPTIONS:
-    --scenario NAME    fanout | many | ack | qos1 | idle | client | all (default: all)
+    --scenario NAME    fanout | many | ack | qos1 | sessions | idle | client | all
+                       (default: all)
     --seconds N        measurement time per scenario (default: 5; `client` runs eight
                        measurements of N seconds each)
     --store KIND       sqlite | memory: the store of the started server (default: memory
@@ -40,6 +42,8 @@ OPTIONS:
                        default: one per core)
     --url URL          use a running server instead of starting one
                        (with --session NAME --password TEXT; default demo/demo)
+    --admin-token T    that server's admin API token, for `sessions` (default:
+                       SEALBUS_ADMIN_TOKEN)
     -h, --help         show this text
 
 Without --url the tool builds and starts `target/release/sealbus serve --demo` on a free
@@ -54,6 +58,11 @@ WebSocket message (by default they announce `hello.batch` and join what they sen
 do; docs/PROTOCOL.md §1). LOAD_RATE=N makes `fanout` and `many` skip the search for the highest
 lossless rate and measure N publishes/s (in all) for twice --seconds: latency figures of
 two builds are then taken at the same rate.
+
+The `sessions` scenario creates LOAD_SESSIONS sessions (default 4) through the admin API, runs
+`qos1` in all of them at once and prints each one's and the total confirmed publishes/s (the
+server's lock is per session: this is the load that several cores can share); it deletes the
+sessions afterwards.
 
 The `client` scenario measures the Rust SDK (`sealbus::Client`) over a real socket, 128-byte
 payloads, plain and sealed: publishes/s of one client (QoS 0 and QoS 1, a window of publishes
@@ -98,6 +107,7 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
         target: None,
     };
     let (mut url, mut session, mut password) = (None, "demo".to_owned(), "demo".to_owned());
+    let mut admin_token = std::env::var("SEALBUS_ADMIN_TOKEN").ok();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -126,6 +136,7 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
             "--url" => url = Some(value()?),
             "--session" => session = value()?,
             "--password" => password = value()?,
+            "--admin-token" => admin_token = Some(value()?),
             "-h" | "--help" => {
                 print!("{HELP}");
                 return Ok(None);
@@ -140,6 +151,7 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
         url,
         session,
         password,
+        admin_token,
     });
     Ok(Some(options))
 }
@@ -161,6 +173,10 @@ fn start_server(memory: bool, workers: Option<usize>) -> Result<(ServerProcess, 
     let binary = super::steps::build_release_server()?;
     let mut command = Command::new(&binary);
     command.args(["serve", "--demo", "--listen", "127.0.0.1:0"]);
+    // Known to the tool (the `sessions` scenario creates sessions), passed by environment so
+    // that it does not show in the process list.
+    let admin_token = format!("load-{:x}", std::process::id() as u64 ^ random_bits());
+    command.env("SEALBUS_ADMIN_TOKEN", &admin_token);
     match workers {
         Some(workers) => command.env("TOKIO_WORKER_THREADS", workers.to_string()),
         None => command.env_remove("TOKIO_WORKER_THREADS"),
@@ -211,8 +227,20 @@ fn start_server(memory: bool, workers: Option<usize>) -> Result<(ServerProcess, 
         url,
         session: "demo".into(),
         password: "demo".into(),
+        admin_token: Some(admin_token),
     };
     Ok((server, target))
+}
+
+/// Bits that differ from run to run (the clock's nanoseconds and a hasher's random keys): the
+/// started server's admin token is not meant to be guessed by anything else on the machine.
+fn random_bits() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    RandomState::new().hash_one(nanos)
 }
 
 /// Builds the release xtask and runs `load` with it.
@@ -291,6 +319,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         }
         if wanted("qos1") {
             durable::qos1(&target, "server's store", 10, seconds).await?;
+        }
+        if wanted("sessions") {
+            tenants::sessions(&target, seconds).await?;
         }
         if wanted("idle") {
             scenarios::idle(&target, options.connections, || pid.and_then(rss_kib)).await?;

@@ -1,0 +1,117 @@
+//! The multi-session scenario: several sessions (virtual brokers) loaded at once.
+//!
+//! Every other scenario loads one session, whose work the server serialises under that
+//! session's lock. This one creates `LOAD_SESSIONS` sessions through the admin API, runs the
+//! QoS 1 scenario (1 publisher → 10 acknowledging subscribers) in each at the same time and
+//! prints the confirmed publishes per second of each and of all: what a server hosting several
+//! busy tenants does with its cores (compare `--server-workers 1` with the default).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use futures_util::future::try_join_all;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::conn::Target;
+use super::durable;
+use super::scenarios::run_prefix;
+
+/// Sessions loaded at once unless `LOAD_SESSIONS` says otherwise.
+const DEFAULT_SESSIONS: usize = 4;
+
+/// `LOAD_SESSIONS`, or [`DEFAULT_SESSIONS`].
+fn session_count() -> usize {
+    std::env::var("LOAD_SESSIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_SESSIONS)
+}
+
+/// Creates the sessions, loads them all at once for `duration`, prints the figures and deletes
+/// the sessions again.
+pub(crate) async fn sessions(target: &Target, duration: Duration) -> Result<()> {
+    let Some(token) = target.admin_token.as_deref() else {
+        bail!(
+            "the `sessions` scenario creates sessions through the admin API: give the server's \
+             admin token with --admin-token (or SEALBUS_ADMIN_TOKEN) when using --url"
+        );
+    };
+    let count = session_count();
+    let prefix = run_prefix().replace('/', "-");
+    let names: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
+    let mut targets = Vec::new();
+    for name in &names {
+        let body = serde_json::json!({ "name": name, "password": "load" }).to_string();
+        admin(target, token, "POST", "/api/sessions", Some(&body)).await?;
+        targets.push(Target {
+            session: name.clone(),
+            password: "load".into(),
+            ..target.clone()
+        });
+    }
+    println!("sessions: QoS 1 in {count} sessions at once, 1 -> 10 acking subscribers each");
+    let runs = targets.iter().enumerate().map(|(i, target)| async move {
+        durable::qos1(target, &format!("session {i}"), 10, duration).await
+    });
+    let outcome = try_join_all(runs).await;
+    for name in &names {
+        admin(
+            target,
+            token,
+            "DELETE",
+            &format!("/api/sessions/{name}"),
+            None,
+        )
+        .await?;
+    }
+    let rates = outcome?;
+    println!(
+        "sessions: {count} sessions, {:.0} confirmed/s in all ({})",
+        rates.iter().sum::<f64>(),
+        rates
+            .iter()
+            .map(|rate| format!("{rate:.0}"))
+            .collect::<Vec<_>>()
+            .join(" + ")
+    );
+    Ok(())
+}
+
+/// One admin API request on the WebSocket URL's host and port; fails unless it succeeded.
+async fn admin(
+    target: &Target,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<()> {
+    let host = target
+        .url
+        .strip_prefix("ws://")
+        .and_then(|rest| rest.split('/').next())
+        .with_context(|| {
+            format!(
+                "the admin API is reached over ws:// URLs, not {}",
+                target.url
+            )
+        })?;
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .with_context(|| format!("connecting to {host}"))?;
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await?;
+    let status = answer.split_whitespace().nth(1).unwrap_or("?");
+    if !status.starts_with('2') {
+        let detail = answer.split("\r\n\r\n").nth(1).unwrap_or("").trim();
+        bail!("{method} {path}: HTTP {status} {detail}");
+    }
+    Ok(())
+}
