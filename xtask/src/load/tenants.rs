@@ -41,29 +41,31 @@ pub(crate) async fn sessions(target: &Target, duration: Duration) -> Result<()> 
     let prefix = run_prefix().replace('/', "-");
     let names: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
     let mut targets = Vec::new();
+    let mut outcome = Ok(Vec::new());
     for name in &names {
         let body = serde_json::json!({ "name": name, "password": "load" }).to_string();
-        admin(target, token, "POST", "/api/sessions", Some(&body)).await?;
+        if let Err(err) = admin(target, token, "POST", "/api/sessions", Some(&body)).await {
+            outcome = Err(err);
+            break;
+        }
         targets.push(Target {
             session: name.clone(),
             password: "load".into(),
             ..target.clone()
         });
     }
-    println!("sessions: QoS 1 in {count} sessions at once, 1 -> 10 acking subscribers each");
-    let runs = targets.iter().enumerate().map(|(i, target)| async move {
-        durable::qos1(target, &format!("session {i}"), 10, duration).await
-    });
-    let outcome = try_join_all(runs).await;
-    for name in &names {
-        admin(
-            target,
-            token,
-            "DELETE",
-            &format!("/api/sessions/{name}"),
-            None,
-        )
-        .await?;
+    if outcome.is_ok() {
+        println!("sessions: QoS 1 in {count} sessions at once, 1 -> 10 acking subscribers each");
+        let runs = targets.iter().enumerate().map(|(i, target)| async move {
+            durable::qos1(target, &format!("session {i}"), 10, duration).await
+        });
+        outcome = try_join_all(runs).await;
+    }
+    // The sessions created go whatever happened, so that a failed run leaves a running server
+    // as it found it.
+    for created in &targets {
+        let path = format!("/api/sessions/{}", created.session);
+        admin(target, token, "DELETE", &path, None).await?;
     }
     let rates = outcome?;
     println!(
