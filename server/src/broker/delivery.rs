@@ -7,14 +7,14 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use sealbus::protocol::{Codec, DeadLetter, Direct, Message, MessageRef, Qos, ServerFrame};
 
 use super::by_did::ByDid;
-use super::outbox::{AckCopy, Outbound};
+use super::outbox::{AckShared, Outbound};
 use super::session::{ClientEntry, ClientKey, State, encode};
 use super::tracking::{Track, Tracker};
 use crate::metrics::SessionMetrics;
@@ -42,8 +42,9 @@ pub(super) struct Copy {
     of: Of,
     /// Times it was written so far (to any connection of the client).
     pub(super) attempts: u32,
-    /// The publish_with_ack collection waiting for this subscriber, and its cancel flag.
-    pub(super) ack: Option<(u64, Arc<AtomicBool>)>,
+    /// The publish_with_ack collection waiting for this subscriber (its ack id, cancel flag
+    /// and the message's frame).
+    pub(super) ack: Option<Arc<AckShared>>,
 }
 
 impl Copy {
@@ -86,27 +87,25 @@ impl Copy {
     /// This copy as a queue item with its delivery id (and ack id, and `dup` when written
     /// before); the writer splices them into the shared frame.
     fn outbound(&self, did: u64, dup: bool) -> Option<Outbound> {
+        if let Some(shared) = &self.ack {
+            return Some(Outbound::AckCopy {
+                shared: shared.clone(),
+                did: Some(did),
+                dup,
+            });
+        }
         let frame = match self.track().and_then(Track::frame) {
             Some(frame) => frame.clone(),
             // No shared frame (a copy restored from the store): encode the message once here.
             None => copy_text(self.message(), true)?,
         };
-        Some(match &self.ack {
-            Some((aid, cancelled)) => Outbound::AckCopy(Box::new(AckCopy {
-                frame,
-                did: Some(did),
-                aid: *aid,
-                dup,
-                cancelled: cancelled.clone(),
-            })),
-            None => Outbound::Copy { frame, did, dup },
-        })
+        Some(Outbound::Copy { frame, did, dup })
     }
 
     fn cancelled(&self) -> bool {
         self.ack
             .as_ref()
-            .is_some_and(|(_, cancelled)| cancelled.load(Ordering::Acquire))
+            .is_some_and(|shared| shared.cancelled.load(Ordering::Acquire))
     }
 }
 

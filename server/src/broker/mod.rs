@@ -25,7 +25,8 @@ use std::sync::{Arc, RwLock};
 
 pub use delivery::DEAD_LETTER_PREFIX;
 pub use outbox::{
-    ANSWER_HEADROOM, AckCopy, Inbox, Kill, KillSwitch, Outbound, Outbox, Piece, Pieces, QueueLimits,
+    ANSWER_HEADROOM, AckShared, Inbox, Kill, KillSwitch, Outbound, Outbox, Piece, Pieces,
+    QueueLimits,
 };
 pub use session::{ClientInfo, ClientKey, Connected, Flow, Session};
 pub use tracking::Status as MessageStatus;

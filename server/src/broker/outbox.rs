@@ -38,26 +38,30 @@ pub enum Outbound {
         /// Written before (a redelivery).
         dup: bool,
     },
-    /// A publish_with_ack copy (boxed, to keep the other items small).
-    AckCopy(Box<AckCopy>),
+    /// A publish_with_ack copy, completed by the writer like [`Outbound::Copy`] and skipped if
+    /// the publisher cancelled before it was written.
+    AckCopy {
+        /// What every copy of the message shares.
+        shared: Arc<AckShared>,
+        /// Delivery id (QoS 1 messages).
+        did: Option<u64>,
+        /// Written before (a redelivery).
+        dup: bool,
+    },
     /// Frames that must be written together and in order (a history replay), queued as one
     /// item so that a long replay cannot overflow the queue's frame bound.
     Batch(Vec<Utf8Bytes>),
 }
 
-/// A subscriber's copy of a publish_with_ack message, completed by the writer like
-/// [`Outbound::Copy`] and skipped if the publisher cancelled before it was written.
-#[derive(Debug, Clone)]
-pub struct AckCopy {
+/// What the copies of one publish_with_ack message share: one allocation per message (each
+/// copy used to box its own, with a reference to the frame and to the flag).
+#[derive(Debug)]
+pub struct AckShared {
     /// The message's frame without the copy's fields.
     pub frame: Utf8Bytes,
-    /// Delivery id (QoS 1 messages).
-    pub did: Option<u64>,
     /// Ack id.
     pub aid: u64,
-    /// Written before (a redelivery).
-    pub dup: bool,
-    /// Set when the publisher cancelled.
+    /// Set when the publisher cancelled (shared with the collection).
     pub cancelled: Arc<AtomicBool>,
 }
 
@@ -145,13 +149,13 @@ impl<'a> Iterator for Pieces<'a> {
                 aid: None,
                 dup: *dup,
             }),
-            Outbound::AckCopy(copy) => {
-                let withdrawn = copy.cancelled.load(Ordering::Acquire);
+            Outbound::AckCopy { shared, did, dup } => {
+                let withdrawn = shared.cancelled.load(Ordering::Acquire);
                 (at == 0 && !withdrawn).then_some(Piece::Copy {
-                    frame: &copy.frame,
-                    did: copy.did,
-                    aid: Some(copy.aid),
-                    dup: copy.dup,
+                    frame: &shared.frame,
+                    did: *did,
+                    aid: Some(shared.aid),
+                    dup: *dup,
                 })
             }
             Outbound::Batch(texts) => texts.get(at).map(Piece::Text),
@@ -172,7 +176,7 @@ impl Outbound {
         match self {
             Outbound::Frame(text) => text.len(),
             Outbound::Copy { frame, .. } => frame.len() + COPY_FIELDS_BYTES,
-            Outbound::AckCopy(copy) => copy.frame.len() + COPY_FIELDS_BYTES,
+            Outbound::AckCopy { shared, .. } => shared.frame.len() + COPY_FIELDS_BYTES,
             Outbound::Batch(texts) => texts.iter().map(|text| text.len()).sum(),
         }
     }

@@ -16,7 +16,7 @@ use sealbus::topic::is_reserved;
 use super::acks::AckCollection;
 use super::delivery::{Copy, Delivery, copy_text, message_ref};
 use super::now_ms;
-use super::outbox::{AckCopy, Outbound, Outbox};
+use super::outbox::{AckShared, Outbound, Outbox};
 use super::routing::not_connected;
 use super::session::{ClientKey, Session, State, encode};
 use crate::metrics::SessionMetrics;
@@ -354,35 +354,39 @@ impl Session {
             AckCollection::new(publisher, topic, &expected, cancelled.clone(), deadline);
         AckCollection::insert(state, aid, collection);
         let qos1 = message.qos == Qos::AtLeastOnce;
-        let shared = copy_text(message, true);
+        let frame = copy_text(message, true);
         let mut tracks = qos1
             .then(|| {
                 let holders = expected.iter().chain(&away).map(|(id, _)| id.clone());
-                state.tracker.start(message, shared.clone(), holders)
+                state.tracker.start(message, frame.clone(), holders)
             })
             .into_iter()
             .flatten();
+        // Without its frame (it could not be encoded, which is logged) no copy can be written.
+        let shared = frame.map(|frame| {
+            Arc::new(AckShared {
+                frame,
+                aid,
+                cancelled,
+            })
+        });
         for (_, key) in &expected {
             let track = tracks.next();
-            let Some(client) = state.clients.get_mut(key) else {
+            let (Some(client), Some(shared)) = (state.clients.get_mut(key), &shared) else {
                 continue;
             };
             client.pending_aids.insert(aid);
             if qos1 {
                 store_direct(state, *key, message, d);
                 let mut copy = Copy::new(message, track);
-                copy.ack = Some((aid, cancelled.clone()));
+                copy.ack = Some(shared.clone());
                 state.give(*key, copy, d);
-            } else if let Some(outbox) = &client.outbox
-                && let Some(frame) = &shared
-            {
-                outbox.push(Outbound::AckCopy(Box::new(AckCopy {
-                    frame: frame.clone(),
+            } else if let Some(outbox) = &client.outbox {
+                outbox.push(Outbound::AckCopy {
+                    shared: shared.clone(),
                     did: None,
-                    aid,
                     dup: false,
-                    cancelled: cancelled.clone(),
-                })));
+                });
             }
         }
         if qos1 {
