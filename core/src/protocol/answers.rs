@@ -10,8 +10,9 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
+use super::code::ErrorCode;
 use super::payload::{Payload, Qos};
-use super::server_frames::{AckDone, AckExpect, AckOutcome, AckResponse, Message, Published};
+use super::server_frames::{AckDone, AckOutcome, AckResponse, Message, Published};
 
 /// A `message` frame's fields, borrowed: a server that keeps its messages in its own type
 /// encodes their frame from it ([`Codec::encode_message`](super::Codec::encode_message))
@@ -256,13 +257,41 @@ pub(super) fn published(frame: &Published) -> String {
     out
 }
 
-pub(super) fn ack_response(frame: &AckResponse) -> String {
-    let extra = frame.error.as_ref().map_or(0, String::len);
+/// An `ack_response` frame's fields, borrowed: a server relays each subscriber's answer without
+/// first copying the subscriber's id into an [`AckResponse`].
+#[derive(Debug, Clone, Copy)]
+pub struct AckResponseRef<'a> {
+    /// Ack id.
+    pub aid: u64,
+    /// The answering subscriber's client id.
+    pub from: &'a str,
+    /// Whether its handler succeeded.
+    pub ok: bool,
+    /// Error code when it did not.
+    pub code: Option<ErrorCode>,
+    /// Error text when it did not.
+    pub error: Option<&'a str>,
+}
+
+impl<'a> From<&'a AckResponse> for AckResponseRef<'a> {
+    fn from(frame: &'a AckResponse) -> Self {
+        AckResponseRef {
+            aid: frame.aid,
+            from: &frame.from,
+            ok: frame.ok,
+            code: frame.code,
+            error: frame.error.as_deref(),
+        }
+    }
+}
+
+pub(super) fn ack_response(frame: &AckResponseRef<'_>) -> String {
+    let extra = frame.error.map_or(0, str::len);
     let mut out = String::with_capacity(64 + frame.from.len() + extra);
     out.push_str("{\"type\":\"ack_response\"");
     push_field(&mut out, ",\"aid\":", frame.aid);
     out.push_str(",\"from\":");
-    push_string(&mut out, &frame.from);
+    push_string(&mut out, frame.from);
     out.push_str(if frame.ok {
         ",\"ok\":true"
     } else {
@@ -271,7 +300,7 @@ pub(super) fn ack_response(frame: &AckResponse) -> String {
     if let Some(code) = frame.code {
         push_field(&mut out, ",\"code\":", u64::from(code.number()));
     }
-    if let Some(error) = &frame.error {
+    if let Some(error) = frame.error {
         out.push_str(",\"error\":");
         push_string(&mut out, error);
     }
@@ -291,14 +320,19 @@ pub(super) fn ack_done(frame: &AckDone) -> String {
     out
 }
 
-pub(super) fn ack_expect(frame: &AckExpect) -> String {
-    let names: usize = frame.expected.iter().map(|id| id.len() + 3).sum();
+pub(super) fn ack_expect<'a, I>(id: u64, aid: u64, expected: I) -> String
+where
+    I: IntoIterator<Item = &'a str>,
+    I::IntoIter: Clone,
+{
+    let expected = expected.into_iter();
+    let names: usize = expected.clone().map(|id| id.len() + 3).sum();
     let mut out = String::with_capacity(64 + names);
     out.push_str("{\"type\":\"ack_expect\"");
-    push_field(&mut out, ",\"id\":", frame.id);
-    push_field(&mut out, ",\"aid\":", frame.aid);
+    push_field(&mut out, ",\"id\":", id);
+    push_field(&mut out, ",\"aid\":", aid);
     out.push_str(",\"expected\":[");
-    for (index, id) in frame.expected.iter().enumerate() {
+    for (index, id) in expected.enumerate() {
         if index > 0 {
             out.push(',');
         }
@@ -312,7 +346,7 @@ pub(super) fn ack_expect(frame: &AckExpect) -> String {
 mod tests {
     use proptest::prelude::*;
 
-    use super::super::{Codec, ErrorCode, ServerFrame};
+    use super::super::{AckExpect, Codec, ServerFrame};
     use super::*;
 
     fn serde_text(frame: &ServerFrame) -> String {
@@ -411,7 +445,10 @@ mod tests {
             error in prop::option::of(text()),
         ) {
             let frame = AckResponse { aid, from, ok, code, error };
-            prop_assert_eq!(ack_response(&frame), serde_text(&ServerFrame::AckResponse(frame)));
+            prop_assert_eq!(
+                ack_response(&AckResponseRef::from(&frame)),
+                serde_text(&ServerFrame::AckResponse(frame))
+            );
         }
 
         #[test]
@@ -422,7 +459,10 @@ mod tests {
             let done = AckDone { aid, outcome };
             prop_assert_eq!(ack_done(&done), serde_text(&ServerFrame::AckDone(done)));
             let expect = AckExpect { id, aid, expected };
-            prop_assert_eq!(ack_expect(&expect), serde_text(&ServerFrame::AckExpect(expect)));
+            prop_assert_eq!(
+                ack_expect(id, aid, expect.expected.iter().map(String::as_str)),
+                serde_text(&ServerFrame::AckExpect(expect))
+            );
         }
     }
 

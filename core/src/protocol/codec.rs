@@ -9,7 +9,10 @@ use std::marker::PhantomData;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use super::{ClientFrame, ErrorCode, MessageRef, ProtocolError, ServerFrame, ack_text, answers};
+use super::{
+    AckResponseRef, ClientFrame, ErrorCode, MessageRef, ProtocolError, ServerFrame, ack_text,
+    answers,
+};
 
 /// A set of frames distinguished by their `type` tag; implemented by `frame_enum!`.
 pub(crate) trait FrameSet: Sized {
@@ -227,9 +230,13 @@ impl Codec {
                 None => encode(frame),
             },
             ServerFrame::Published(published) => Ok(answers::published(published)),
-            ServerFrame::AckResponse(response) => Ok(answers::ack_response(response)),
+            ServerFrame::AckResponse(response) => Ok(answers::ack_response(&response.into())),
             ServerFrame::AckDone(done) => Ok(answers::ack_done(done)),
-            ServerFrame::AckExpect(expect) => Ok(answers::ack_expect(expect)),
+            ServerFrame::AckExpect(expect) => Ok(answers::ack_expect(
+                expect.id,
+                expect.aid,
+                expect.expected.iter().map(String::as_str),
+            )),
             other => encode(other),
         }
     }
@@ -241,6 +248,23 @@ impl Codec {
             Some(text) => Ok(text),
             None => encode(&ServerFrame::Message(message.to_message())),
         }
+    }
+
+    /// Encodes an `ack_response` frame from borrowed fields (the same text as
+    /// [`encode_server`](Self::encode_server) of the owned frame).
+    pub fn encode_ack_response(response: &AckResponseRef<'_>) -> String {
+        answers::ack_response(response)
+    }
+
+    /// Encodes an `ack_expect` frame answering request `id` with ack id `aid`, the expected
+    /// subscribers' client ids borrowed (the same text as [`encode_server`](Self::encode_server)
+    /// of the owned frame).
+    pub fn encode_ack_expect<'a, I>(id: u64, aid: u64, expected: I) -> String
+    where
+        I: IntoIterator<Item = &'a str>,
+        I::IntoIter: Clone,
+    {
+        answers::ack_expect(id, aid, expected)
     }
 
     fn check<'a>(&self, bytes: &'a [u8]) -> Result<&'a str, ProtocolError> {

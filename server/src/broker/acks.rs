@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sealbus::protocol::{
-    Ack, AckCancel, AckDone, AckOutcome, AckResponse, AckState, AckStatus, ErrorCode,
+    Ack, AckCancel, AckDone, AckOutcome, AckResponseRef, AckState, AckStatus, Codec, ErrorCode,
     ProtocolError, ServerFrame,
 };
 
@@ -24,6 +24,14 @@ pub(super) const FINISHED_KEPT: usize = 10_000;
 /// Collections with more expected subscribers than this find a responder through a map;
 /// smaller ones search their list (cheaper than hashing for a few entries).
 const SEARCHED_UP_TO: usize = 32;
+
+/// A subscriber's answer to a publish_with_ack message, relayed to its publisher.
+#[derive(Debug, Clone, Copy)]
+struct Answer<'a> {
+    ok: bool,
+    code: Option<ErrorCode>,
+    error: Option<&'a str>,
+}
 
 /// A subscriber a collection waits for.
 #[derive(Debug)]
@@ -154,9 +162,10 @@ impl AckCollection {
         }
     }
 
-    /// Records the response of connection `from` and relays it; finishes the collection when
-    /// nobody is left. Returns false when `from` was not expected to answer (or already did).
-    fn respond(state: &mut State, aid: u64, from: ClientKey, response: AckResponse) -> bool {
+    /// Records the answer of connection `from` and relays it as an `ack_response`; finishes the
+    /// collection when nobody is left. Returns false when `from` was not expected to answer (or
+    /// already did).
+    fn respond(state: &mut State, aid: u64, from: ClientKey, answer: Answer<'_>) -> bool {
         let Some(collection) = state.acks.get_mut(&aid) else {
             return false;
         };
@@ -170,11 +179,22 @@ impl AckCollection {
             return false;
         };
         expected.answered = true;
+        // Encoded with the expected subscriber's id borrowed (no copy of it per answer).
+        let relayed = collection.publisher.map(|publisher| {
+            let response = AckResponseRef {
+                aid,
+                from: &expected.id,
+                ok: answer.ok,
+                code: answer.code,
+                error: answer.error,
+            };
+            (publisher, Codec::encode_ack_response(&response))
+        });
         collection.answered.push(index);
         collection.open -= 1;
         let done = collection.open == 0;
-        if let Some(publisher) = collection.publisher {
-            state.send(publisher, &ServerFrame::AckResponse(response));
+        if let Some((publisher, text)) = relayed {
+            state.send_text(publisher, Some(text.into()));
         }
         if done {
             Self::finish(state, aid, AckOutcome::Complete);
@@ -182,21 +202,14 @@ impl AckCollection {
         true
     }
 
-    /// Subscriber `from` (connection key) with id `id` left (or unsubscribed) before
-    /// answering.
-    pub(super) fn respond_disconnected(state: &mut State, aid: u64, from: ClientKey, id: &str) {
-        Self::respond(
-            state,
-            aid,
-            from,
-            AckResponse {
-                aid,
-                from: id.to_owned(),
-                ok: false,
-                code: Some(ErrorCode::Disconnected),
-                error: Some("disconnected".into()),
-            },
-        );
+    /// Subscriber `from` (connection key) left (or unsubscribed) before answering.
+    pub(super) fn respond_disconnected(state: &mut State, aid: u64, from: ClientKey) {
+        let answer = Answer {
+            ok: false,
+            code: Some(ErrorCode::Disconnected),
+            error: Some("disconnected"),
+        };
+        Self::respond(state, aid, from, answer);
     }
 
     /// Ends the collection with `outcome` and sends the one `ack_done`.
@@ -270,18 +283,16 @@ impl Session {
                 _ => Err(unknown_aid(None, aid)),
             };
         }
-        let response = AckResponse {
-            aid,
-            from: from.to_string(),
+        let answer = Answer {
             ok: f.ok,
             code: if f.ok {
                 None
             } else {
                 f.code.or(Some(ErrorCode::HandlerFailed))
             },
-            error: if f.ok { None } else { f.error },
+            error: if f.ok { None } else { f.error.as_deref() },
         };
-        AckCollection::respond(state, aid, key, response);
+        AckCollection::respond(state, aid, key, answer);
         Ok(())
     }
 

@@ -163,10 +163,9 @@ impl Session {
         entry.expires_at = Some(now_ms().saturating_add(expiry));
         entry.copies.requeue_inflight();
         let pending: Vec<u64> = entry.pending_aids.drain().collect();
-        let id = entry.id.clone();
         d.writes.push(Write::Client(entry.stored()));
         for aid in pending {
-            AckCollection::respond_disconnected(state, aid, key, &id);
+            AckCollection::respond_disconnected(state, aid, key);
         }
         AckCollection::drop_publisher(state, key);
         state.backlogged.remove(&key);
@@ -185,7 +184,7 @@ impl Session {
         let mut entry = take_entry(state, key)?;
         if entry.outbox.is_some() {
             for aid in &entry.pending_aids {
-                AckCollection::respond_disconnected(state, *aid, key, &entry.id);
+                AckCollection::respond_disconnected(state, *aid, key);
             }
             AckCollection::drop_publisher(state, key);
             self.metrics

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sealbus::protocol::{
-    AckExpect, ErrorCode, ErrorFrame, Payload, ProtocolError, Publish, Published, Qos, Send,
+    Codec, ErrorCode, ErrorFrame, Payload, ProtocolError, Publish, Published, Qos, Send,
     ServerFrame,
 };
 use sealbus::topic::is_reserved;
@@ -344,12 +344,11 @@ impl Session {
                 None => {}
             }
         }
-        let expect = ServerFrame::AckExpect(AckExpect {
-            id,
-            aid,
-            expected: expected.iter().map(|(id, _)| id.to_string()).collect(),
-        });
-        state.send(publisher, &expect);
+        let ids = expected.iter().map(|(id, _)| &**id);
+        state.send_text(
+            publisher,
+            Some(Codec::encode_ack_expect(id, aid, ids).into()),
+        );
         let collection =
             AckCollection::new(publisher, topic, &expected, cancelled.clone(), deadline);
         AckCollection::insert(state, aid, collection);

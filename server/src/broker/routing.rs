@@ -150,7 +150,6 @@ impl Session {
             if client.persistent {
                 self.commit(vec![Write::Client(client.stored())], None);
             }
-            let id = client.id.clone();
             let filters: Vec<String> = client.filters.iter().cloned().collect();
             let pending: Vec<u64> = client.pending_aids.iter().copied().collect();
             state.index.remove(&f.filter, &key);
@@ -161,7 +160,7 @@ impl Session {
                 if let Some(topic) = topic
                     && !filters.iter().any(|filter| matches(filter, &topic))
                 {
-                    AckCollection::respond_disconnected(&mut state, aid, key, &id);
+                    AckCollection::respond_disconnected(&mut state, aid, key);
                     if let Some(client) = state.clients.get_mut(&key) {
                         client.pending_aids.remove(&aid);
                     }
