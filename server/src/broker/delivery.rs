@@ -203,7 +203,7 @@ pub(super) fn copy_text(message: &StoredMessage, show_mid: bool) -> Option<Utf8B
         }
         MessageKey::Direct(_) => encode(&ServerFrame::Direct(Direct {
             data: message.data.clone(),
-            from: message.from.clone(),
+            from: message.from.to_string(),
             ts: message.ts,
             mid: show_mid.then(|| message.mid.clone()),
             qos: message.qos,
@@ -488,7 +488,7 @@ impl State {
         let frame = ServerFrame::Message(Message {
             topic: topic.clone(),
             data: message.data.clone(),
-            from: message.from.clone(),
+            from: message.from.to_string(),
             ts: message.ts,
             offset: None,
             mid: Some(message.mid.clone()),
@@ -513,7 +513,7 @@ impl State {
             }
         }
         if message.notify_dead
-            && let Some(&publisher) = self.by_id.get(message.from.as_str())
+            && let Some(&publisher) = self.by_id.get(&*message.from)
         {
             let notice = ServerFrame::DeadLetter(DeadLetter {
                 mid: message.mid.clone(),

@@ -211,7 +211,7 @@ fn replay_frame(message: &StoredMessage) -> ServerFrame {
     ServerFrame::Message(Message {
         topic: message.topic.clone(),
         data: message.data.clone(),
-        from: message.from.clone(),
+        from: message.from.to_string(),
         ts: message.ts,
         offset,
         mid: Some(message.mid.clone()),

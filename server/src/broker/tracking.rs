@@ -265,7 +265,7 @@ impl Tracker {
         let tracked = self.by_key.get(key).filter(|t| t.message.mid == mid)?;
         Some(Status {
             topic: tracked.message.topic.clone(),
-            from: tracked.message.from.clone(),
+            from: tracked.message.from.to_string(),
             copies: tracked
                 .copies
                 .iter()

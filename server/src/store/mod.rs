@@ -115,8 +115,8 @@ pub struct StoredMessage {
     pub topic: String,
     /// Payload.
     pub data: Payload,
-    /// Publisher's client id.
-    pub from: String,
+    /// Publisher's client id (shared with the publisher's connection: no copy per message).
+    pub from: Arc<str>,
     /// Server time of the publish (ms since the epoch).
     pub ts: u64,
     /// Message id.
