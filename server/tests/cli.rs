@@ -31,11 +31,18 @@ fn serve() -> Served {
 
 /// `sealbus serve --demo` with `args` (`--memory`, or `--store PATH`; `--tls-cert`, ...).
 fn serve_with(args: &[&str]) -> Served {
+    serve_with_env(args, &[])
+}
+
+/// [`serve_with`] with `env` added to a clean environment of the server's own variables.
+fn serve_with_env(args: &[&str], env: &[(&str, &str)]) -> Served {
     let mut child = Command::new(BIN)
         .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
         .args(args)
         .env("RUST_LOG", "warn")
         .env_remove("SEALBUS_ADMIN_TOKEN")
+        .env_remove("MIMALLOC_PURGE_DELAY")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -130,6 +137,31 @@ fn finish(mut child: Child) -> String {
         .read_to_string(&mut out)
         .unwrap();
     out
+}
+
+/// The variables the server process runs with (Linux: `/proc/PID/environ`).
+#[cfg(target_os = "linux")]
+fn environment_of(served: &Served) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{}/environ", served.child.id())).unwrap();
+    raw.split(|byte| *byte == 0)
+        .map(|entry| String::from_utf8_lossy(entry).into_owned())
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_runs_with_a_longer_allocator_purge_delay_unless_one_is_given() {
+    let served = serve();
+    assert!(
+        environment_of(&served).contains(&"MIMALLOC_PURGE_DELAY=10000".to_owned()),
+        "serve restarts itself with mimalloc's purge delay at 10 s"
+    );
+    let output = run(&served, &["pub", "t", "still serving"]);
+    assert!(output.status.success(), "{output:?}");
+    let given = serve_with_env(&["--memory"], &[("MIMALLOC_PURGE_DELAY", "250")]);
+    let environment = environment_of(&given);
+    assert!(environment.contains(&"MIMALLOC_PURGE_DELAY=250".to_owned()));
+    assert!(!environment.contains(&"MIMALLOC_PURGE_DELAY=10000".to_owned()));
 }
 
 #[test]

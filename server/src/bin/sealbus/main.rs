@@ -2,6 +2,7 @@
 //! are a client for scripts and people; `session` drives the admin API; `token` mints a client
 //! token from a configuration file.
 
+mod allocator;
 mod conn;
 mod pubsub;
 mod serve;
@@ -11,12 +12,6 @@ mod token;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-/// The broker allocates and frees many small buffers per message (frames, queue entries); under
-/// load glibc's malloc took a quarter of the server's CPU time, mimalloc a fraction of that
-/// (docs/PERFORMANCE.md). Only the binary sets it: an app embedding the library keeps its own.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Sealbus: real-time pub/sub over WebSocket with virtual brokers (sessions).
 #[derive(Parser)]
@@ -46,6 +41,10 @@ enum Command {
 /// backtrace even when `RUST_BACKTRACE` is set: they are the user's to read, not a crash.
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let rerun_failed = match cli.command {
+        Command::Serve(_) => allocator::rerun_with_purge_delay(),
+        _ => None,
+    };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -57,6 +56,14 @@ fn main() -> ExitCode {
         logs.json().init();
     } else {
         logs.init();
+    }
+    if let Some(err) = rerun_failed {
+        tracing::warn!(
+            %err,
+            "could not restart with {}={}; running with the allocator's default",
+            allocator::PURGE_DELAY_VARIABLE,
+            allocator::SERVE_PURGE_DELAY_MS
+        );
     }
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
