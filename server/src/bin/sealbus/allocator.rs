@@ -14,7 +14,7 @@ pub(crate) const PURGE_DELAY_VARIABLE: &str = "MIMALLOC_PURGE_DELAY";
 /// The delay `sealbus serve` runs with unless [`PURGE_DELAY_VARIABLE`] is set, in ms.
 ///
 /// mimalloc's own default is 1 s; with it, pages freed under load were returned to the OS and
-/// faulted back in (zeroed by the kernel) over and over: 5–20% more server CPU per QoS 1 message
+/// faulted back in (zeroed by the kernel) over and over: 10–17% more server CPU per QoS 1 message
 /// (docs/PERFORMANCE.md). The cost of the longer delay is memory: what a burst freed goes back
 /// to the OS after 10 s instead of 1 s.
 pub(crate) const SERVE_PURGE_DELAY_MS: &str = "10000";
