@@ -16,6 +16,10 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use super::acker::Ackers;
 use super::conn::{self, PublishTemplate, Rx, Target, Tx};
 
+/// How long after opening its connections the `idle` scenario reads the server's memory: past
+/// the 10 s after which `sealbus serve`'s allocator returns freed memory.
+const SETTLED_AFTER: Duration = Duration::from_secs(12);
+
 /// Payload size of every scenario.
 pub(crate) const PAYLOAD_BYTES: usize = 128;
 
@@ -360,12 +364,21 @@ pub(crate) async fn idle(
         println!("idle: first failure: {err:#}");
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let soon = rss_kib();
+    // What opening the connections allocated and freed again is returned to the OS only after
+    // the server's allocator purge delay (10 s for `sealbus serve`, docs/SERVER.md): the
+    // figure is taken once that has passed.
+    if soon.is_some() {
+        tokio::time::sleep(SETTLED_AFTER.saturating_sub(Duration::from_secs(1))).await;
+    }
     let after = rss_kib();
     let ok = count - failed;
-    match (before, after) {
-        (Some(before), Some(after)) if ok > 0 => println!(
+    match (before, soon, after) {
+        (Some(before), Some(soon), Some(after)) if ok > 0 => println!(
             "idle: {ok} connections open ({failed} failed) in {took:.1} s; server RSS {before} KiB \
-             -> {after} KiB: {:.2} KiB per idle connection with one subscription",
+             -> {after} KiB {} s later ({soon} KiB after 1 s): {:.2} KiB per idle connection with \
+             one subscription",
+            SETTLED_AFTER.as_secs(),
             after.saturating_sub(before) as f64 / ok as f64
         ),
         _ => println!(
