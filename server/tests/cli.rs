@@ -164,6 +164,44 @@ fn serve_runs_with_a_longer_allocator_purge_delay_unless_one_is_given() {
     assert!(!environment.contains(&"MIMALLOC_PURGE_DELAY=10000".to_owned()));
 }
 
+#[cfg(unix)]
+#[test]
+fn serve_stops_on_sigterm_even_when_its_output_pipes_are_closed() {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--demo", "--memory", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while !lines
+        .next()
+        .expect("serve exited early")
+        .unwrap()
+        .contains("WebSocket: ")
+    {}
+    drop(lines);
+    drop(child.stderr.take());
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve did not stop within 10 s of SIGTERM once its log pipe was closed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "a graceful shutdown, not {status:?}");
+}
+
 #[test]
 fn keygen_pub_sub_with_encryption_and_acks_end_to_end() {
     let served = serve();

@@ -51,6 +51,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // When stderr is gone (a closed pipe), the default reports each failed write with
+        // `eprintln!`, which panics on that same stderr: a task that logged then died, the
+        // shutdown on SIGTERM included. Logs that cannot be written are dropped instead.
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if std::env::var("SEALBUS_LOG_FORMAT").is_ok_and(|format| format == "json") {
         logs.json().init();

@@ -147,8 +147,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         let stopper = server.clone();
         tokio::spawn(async move {
             stop_signal().await;
-            tracing::info!("shutting down");
             stopper.shutdown();
+            tracing::info!("shutting down");
         });
         let mut app = server.router();
         if let Some(dir) = args.console {
