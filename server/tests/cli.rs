@@ -203,6 +203,40 @@ fn serve_stops_on_sigterm_even_when_its_output_pipes_are_closed() {
 }
 
 #[test]
+fn sub_ends_quietly_when_its_reader_stops_reading() {
+    let served = serve();
+    let mut sub = start_sub(&served, &["sub", "news/#"]);
+    assert!(
+        run(&served, &["pub", "news/1", "\"first\""])
+            .status
+            .success()
+    );
+    let mut lines = BufReader::new(sub.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().contains("first"));
+    drop(lines);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        assert!(
+            run(&served, &["pub", "news/2", "\"more\""])
+                .status
+                .success()
+        );
+        if let Some(status) = sub.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sub kept running with nobody reading"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        status.success(),
+        "ends like `head` expects, not a panic: {status:?}"
+    );
+}
+
+#[test]
 fn keygen_pub_sub_with_encryption_and_acks_end_to_end() {
     let served = serve();
     let key = stdout(&run(&served, &["keygen"])).trim().to_owned();

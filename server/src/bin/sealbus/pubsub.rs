@@ -1,5 +1,6 @@
 //! `sealbus pub`, `sealbus sub` and `sealbus keygen`: the client side of the command line.
 
+use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -222,13 +223,19 @@ async fn subscribe(args: SubArgs) -> Result<()> {
                     }
                     recent.push_back(offset);
                 }
-                if args.json {
-                    println!("{}", message_as_json(&message));
+                let line = if args.json {
+                    message_as_json(&message).to_string()
                 } else {
                     let lock = if message.encrypted { " (sealed)" } else { "" };
                     let offset = message.offset.map(|o| format!(" #{o}")).unwrap_or_default();
-                    println!("{}{offset} from {}{lock}: {}", message.topic, message.from,
-                        data_for_humans(&message.data));
+                    format!("{}{offset} from {}{lock}: {}", message.topic, message.from,
+                        data_for_humans(&message.data))
+                };
+                // Whoever reads the output may stop (`| head -3`): then the subscription ends
+                // quietly, as other command-line tools do, instead of a panic in `println!`.
+                let mut stdout = std::io::stdout().lock();
+                if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
+                    break;
                 }
                 seen += 1;
                 if args.count.is_some_and(|count| seen >= count) {
