@@ -25,7 +25,6 @@ use sealbus::client::{Client, ClientEvent, ClientOptions, handler};
 use sealbus::crypto::{Key, Keyring};
 use sealbus::engine::{ConnectionState, Data, KIND_BYTES, Message, PublishOptions};
 use sealbus::protocol::{ClientFrame, Codec, Payload, Publish, Qos, ServerFrame};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -419,13 +418,9 @@ async fn read_answers(mut rx: Rx, counted: Arc<Counted>) -> Result<()> {
 /// The server's count of dropped QoS 0 copies in the target session, from `/metrics` on the
 /// WebSocket's host and port; `None` when it cannot be read.
 async fn server_drops(target: &Target) -> Option<u64> {
-    let rest = target.url.strip_prefix("ws://")?;
-    let host = rest.split('/').next()?;
-    let mut stream = tokio::net::TcpStream::connect(host).await.ok()?;
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.ok()?;
+    let (_, text) = conn::http(target, "GET", "/metrics", None, None)
+        .await
+        .ok()?;
     let row = format!("sealbus_drops_total{{session=\"{}\"}} ", target.session);
     text.lines()
         .find_map(|line| line.strip_prefix(&row))

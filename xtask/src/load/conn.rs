@@ -283,3 +283,47 @@ pub(crate) async fn subscribe(tx: &mut Tx, rx: &mut Rx, filter: &str) -> Result<
         }
     }
 }
+
+/// One HTTP/1.1 request to the WebSocket URL's host and port (the server's admin API and
+/// `/metrics` share it), with `token` as a bearer token; returns the status code and the body.
+pub(crate) async fn http(
+    target: &Target,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let host = target
+        .url
+        .strip_prefix("ws://")
+        .and_then(|rest| rest.split('/').next())
+        .with_context(|| {
+            format!(
+                "HTTP requests go over ws:// URLs' hosts, not {}",
+                target.url
+            )
+        })?;
+    let mut stream = TcpStream::connect(host)
+        .await
+        .with_context(|| format!("connecting to {host}"))?;
+    let authorization = token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{authorization}\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await?;
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("{method} {path}: not an HTTP answer"))?;
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    Ok((status, body.to_owned()))
+}

@@ -8,11 +8,10 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use futures_util::future::try_join_all;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::conn::Target;
+use super::conn::{self, Target};
 use super::durable;
 use super::scenarios::run_prefix;
 
@@ -80,7 +79,7 @@ pub(crate) async fn sessions(target: &Target, duration: Duration) -> Result<()> 
     Ok(())
 }
 
-/// One admin API request on the WebSocket URL's host and port; fails unless it succeeded.
+/// One admin API request; fails unless it succeeded.
 async fn admin(
     target: &Target,
     token: &str,
@@ -88,32 +87,9 @@ async fn admin(
     path: &str,
     body: Option<&str>,
 ) -> Result<()> {
-    let host = target
-        .url
-        .strip_prefix("ws://")
-        .and_then(|rest| rest.split('/').next())
-        .with_context(|| {
-            format!(
-                "the admin API is reached over ws:// URLs, not {}",
-                target.url
-            )
-        })?;
-    let mut stream = tokio::net::TcpStream::connect(host)
-        .await
-        .with_context(|| format!("connecting to {host}"))?;
-    let body = body.unwrap_or("");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await?;
-    let status = answer.split_whitespace().nth(1).unwrap_or("?");
-    if !status.starts_with('2') {
-        let detail = answer.split("\r\n\r\n").nth(1).unwrap_or("").trim();
-        bail!("{method} {path}: HTTP {status} {detail}");
+    let (status, answer) = conn::http(target, method, path, Some(token), body).await?;
+    if !(200..300).contains(&status) {
+        bail!("{method} {path}: HTTP {status} {}", answer.trim());
     }
     Ok(())
 }
