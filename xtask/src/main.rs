@@ -16,6 +16,11 @@ mod wasm;
 
 use anyhow::{Result, bail};
 
+/// The allocator the server binary uses too: the load generator shares the cores with the
+/// server it measures, and glibc's malloc was its largest single cost (docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const HELP: &str = "\
 cargo xtask: Sealbus project tasks
 

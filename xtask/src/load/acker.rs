@@ -4,6 +4,7 @@
 //! decoding the whole frame, writes the acks of every frame already readable in one go, and so
 //! leaves the shared cores to the server under test.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -24,35 +25,54 @@ pub(crate) struct Received {
     pub(crate) acked: u64,
 }
 
-/// The unsigned number after `"key":` in a frame's text. Inside a JSON string a quote is
-/// escaped, so the pattern only matches the field itself.
-fn number_after(text: &str, key: &str) -> Option<u64> {
-    let at = text.rfind(key)? + key.len();
-    let digits = text[at..].bytes().take_while(u8::is_ascii_digit).count();
-    text.get(at..at + digits)?.parse().ok()
+/// The fields the server writes after a copy's payload, in the order it writes them.
+const LAST_FIELDS: [&str; 5] = [
+    "\"did\":",
+    "\"aid\":",
+    "\"retained\":",
+    "\"replay\":",
+    "\"dup\":",
+];
+
+/// The `did` and `aid` of a `message` frame. The server writes them after the payload, followed
+/// only by flags, so the frame is read from its end up to the first other field: the tool's cost
+/// per copy does not grow with the payload, and a copy without an `aid` is not searched through.
+fn ack_ids(text: &str) -> (Option<u64>, Option<u64>) {
+    let (mut did, mut aid) = (None, None);
+    for field in text.strip_suffix('}').unwrap_or(text).rsplit(',') {
+        if let Some(number) = field.strip_prefix(LAST_FIELDS[0]) {
+            did = number.parse().ok();
+        } else if let Some(number) = field.strip_prefix(LAST_FIELDS[1]) {
+            aid = number.parse().ok();
+        } else if !LAST_FIELDS.iter().any(|key| field.starts_with(key)) {
+            break;
+        }
+    }
+    (did, aid)
 }
 
-/// The `ack` frame for a `message` frame's text, or `None` if it asks for none.
-fn ack_for(text: &str, received: &mut Received) -> Option<String> {
+/// Writes into `ack` the `ack` frame for a `message` frame's text; `false` if it asks for none.
+fn ack_for(text: &str, received: &mut Received, ack: &mut String) -> bool {
     if !text.starts_with("{\"type\":\"message\"") {
-        return None;
+        return false;
     }
-    let did = number_after(text, "\"did\":");
-    let aid = number_after(text, "\"aid\":");
+    let (did, aid) = ack_ids(text);
     if did.is_some() {
         received.copies += 1;
         received.duplicates += u64::from(text.ends_with(",\"dup\":true}"));
     }
-    let mut ack = String::from("{\"type\":\"ack\"");
-    match (did, aid) {
-        (None, None) => return None,
-        (Some(did), Some(aid)) => ack.push_str(&format!(",\"did\":{did},\"aid\":{aid}")),
-        (Some(did), None) => ack.push_str(&format!(",\"did\":{did}")),
-        (None, Some(aid)) => ack.push_str(&format!(",\"aid\":{aid}")),
-    }
+    ack.clear();
+    ack.push_str("{\"type\":\"ack\"");
+    // Writing into a String cannot fail.
+    let _ = match (did, aid) {
+        (None, None) => return false,
+        (Some(did), Some(aid)) => write!(ack, ",\"did\":{did},\"aid\":{aid}"),
+        (Some(did), None) => write!(ack, ",\"did\":{did}"),
+        (None, Some(aid)) => write!(ack, ",\"aid\":{aid}"),
+    };
     ack.push_str(",\"ok\":true}");
     received.acked += 1;
-    Some(ack)
+    true
 }
 
 /// Acknowledging subscribers of one topic, started and stopped together.
@@ -97,6 +117,7 @@ impl Ackers {
 async fn acking_subscriber(mut tx: Tx, mut rx: Rx, stop: Arc<AtomicBool>) -> Result<Received> {
     let mut received = Received::default();
     let mut acks = Joined::new(rx.server_joins);
+    let mut ack = String::new();
     while !stop.load(Ordering::Relaxed) {
         let Ok(next) = tokio::time::timeout(Duration::from_millis(100), rx.next()).await else {
             continue;
@@ -104,7 +125,7 @@ async fn acking_subscriber(mut tx: Tx, mut rx: Rx, stop: Arc<AtomicBool>) -> Res
         let mut next = Some(next);
         while let Some(read) = next {
             let text = read.context("subscriber connection failed")?;
-            if let Some(ack) = ack_for(text.as_str(), &mut received) {
+            if ack_for(text.as_str(), &mut received, &mut ack) {
                 acks.push(&mut tx, &ack).await?;
             }
             next = rx.ready();
@@ -119,7 +140,8 @@ mod tests {
     use super::*;
     use sealbus::protocol::{ClientFrame, Codec, Message, Payload, Qos, ServerFrame};
 
-    /// A `message` frame as the server writes a copy: its fields, then `did`/`aid`/`dup`.
+    /// A `message` frame as the server writes a copy: its fields, then `did`/`aid` and the
+    /// flags (all three set with `dup`, the longest tail a copy can have).
     fn copy(did: Option<u64>, aid: Option<u64>, dup: bool) -> String {
         let frame = ServerFrame::Message(Message {
             topic: "run/q1".into(),
@@ -129,8 +151,8 @@ mod tests {
             offset: Some(12),
             mid: Some("e-12".into()),
             qos: Qos::AtLeastOnce,
-            retained: false,
-            replay: false,
+            retained: dup,
+            replay: dup,
             did,
             aid,
             dup,
@@ -146,8 +168,10 @@ mod tests {
             (Some(17), None, false),
             (Some(18), Some(9), true),
             (None, Some(10), false),
+            (Some((1 << 53) - 1), Some((1 << 53) - 1), true),
         ] {
-            let ack = ack_for(&copy(did, aid, dup), &mut received).expect("an ack");
+            let mut ack = String::new();
+            assert!(ack_for(&copy(did, aid, dup), &mut received, &mut ack));
             let ClientFrame::Ack(ack) = codec.decode_client(ack.as_bytes()).expect("decodes")
             else {
                 panic!("not an ack: {ack}");
@@ -157,12 +181,17 @@ mod tests {
         assert_eq!(
             received,
             Received {
-                copies: 2,
-                duplicates: 1,
-                acked: 3
+                copies: 3,
+                duplicates: 2,
+                acked: 4
             }
         );
-        assert_eq!(ack_for(&copy(None, None, false), &mut received), None);
-        assert_eq!(ack_for("{\"type\":\"pong\",\"id\":3}", &mut received), None);
+        let mut ack = String::new();
+        assert!(!ack_for(&copy(None, None, false), &mut received, &mut ack));
+        assert!(!ack_for(
+            "{\"type\":\"pong\",\"id\":3}",
+            &mut received,
+            &mut ack
+        ));
     }
 }

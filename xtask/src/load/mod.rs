@@ -15,6 +15,8 @@ mod conn;
 mod durable;
 mod scenarios;
 mod tenants;
+#[cfg(test)]
+mod tests;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -78,9 +78,16 @@ fn publish_frame(topic: &str, start: Instant) -> Result<WsMessage> {
     Ok(WsMessage::text(Codec::encode_client(&frame)?))
 }
 
-/// Counts `message` frames and collects their latencies until `stop`.
-async fn receive(mut rx: Rx, start: Instant, stop: Arc<AtomicBool>) -> (u64, Vec<u64>, bool) {
-    let (mut count, mut latencies, mut dropped) = (0u64, Vec::new(), false);
+/// Counts `message` frames and collects their latencies until `stop`. `expected` deliveries
+/// have room from the start: growing the list mid-run faults in fresh memory (the kernel zeroes
+/// it), a pause in the tool that would show as latency.
+async fn receive(
+    mut rx: Rx,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+    expected: usize,
+) -> (u64, Vec<u64>, bool) {
+    let (mut count, mut latencies, mut dropped) = (0u64, Vec::with_capacity(expected), false);
     while !stop.load(Ordering::Relaxed) {
         match tokio::time::timeout(Duration::from_millis(100), rx.next()).await {
             Ok(Ok(text)) => {
@@ -128,7 +135,7 @@ async fn publish(
 
 /// `publishers` → `subscribers` fan-out of 128-byte QoS 0 messages at `rate` publishes/s in all;
 /// prints and returns figures.
-async fn fanout(
+pub(super) async fn fanout(
     target: &Target,
     publishers: usize,
     subscribers: usize,
@@ -140,11 +147,18 @@ async fn fanout(
     let stop = Arc::new(AtomicBool::new(false));
     let mut receivers = Vec::new();
     let mut keep = Vec::new();
+    // Each subscriber receives every publish; a tenth more for a publisher ahead of its pace.
+    let per_subscriber = (rate * duration.as_secs_f64() * 1.1) as usize;
     for i in 0..subscribers {
         let (mut tx, mut rx) = conn::connect(target, &format!("{prefix}-sub-{i}")).await?;
         conn::subscribe(&mut tx, &mut rx, &format!("{prefix}/#")).await?;
         keep.push(tx);
-        receivers.push(tokio::spawn(receive(rx, start, stop.clone())));
+        receivers.push(tokio::spawn(receive(
+            rx,
+            start,
+            stop.clone(),
+            per_subscriber,
+        )));
     }
     let deadline = Instant::now() + duration;
     let began = Instant::now();
@@ -160,7 +174,7 @@ async fn fanout(
             deadline,
             per_publisher,
         )));
-        receivers.push(tokio::spawn(receive(rx, start, stop.clone())));
+        receivers.push(tokio::spawn(receive(rx, start, stop.clone(), 0)));
     }
     let mut published = 0;
     for sender in senders {
@@ -265,8 +279,10 @@ async fn sustains(
     Ok(figures.lossless && figures.publish_rate >= rate * 0.9)
 }
 
-/// publish_with_ack round trips with `subscribers` acking subscribers, 64 in flight.
-pub(crate) async fn acks(target: &Target, subscribers: usize, duration: Duration) -> Result<()> {
+/// publish_with_ack round trips with `subscribers` acking subscribers, 64 in flight; prints
+/// and returns the complete round trips per second. A round trip that timed out or was
+/// cancelled is an error (after the figures are printed).
+pub(crate) async fn acks(target: &Target, subscribers: usize, duration: Duration) -> Result<f64> {
     let window = super::load_window(64);
     let prefix = run_prefix();
     let topic = format!("{prefix}/ack");
@@ -298,11 +314,16 @@ pub(crate) async fn acks(target: &Target, subscribers: usize, duration: Duration
         }
         publishes.flush(&mut tx).await?;
         // The 10 relayed responses per round trip are not counted (`ack_done` says it is
-        // complete): they are skipped undecoded.
-        let next = conn::recv_skipping(&mut rx, &["ack_response"]);
-        match tokio::time::timeout(Duration::from_secs(15), next).await {
+        // complete): they are skipped undecoded. Every frame that arrived together is handled
+        // before the window is refilled, so that the refill goes out as one write.
+        let skipped = ["ack_response"];
+        let first = conn::recv_skipping(&mut rx, &skipped);
+        let mut frame = match tokio::time::timeout(Duration::from_secs(15), first).await {
             Err(_) => bail!("no ack frame for 15 s ({in_flight} in flight)"),
-            Ok(frame) => match frame? {
+            Ok(frame) => Some(frame?),
+        };
+        while let Some(got) = frame {
+            match got {
                 ServerFrame::AckExpect(expect) => {
                     if let Some(at) = sent_at.remove(&expect.id) {
                         aid_sent.insert(expect.aid, at);
@@ -320,7 +341,8 @@ pub(crate) async fn acks(target: &Target, subscribers: usize, duration: Duration
                 }
                 ServerFrame::Error(err) => bail!("publish_with_ack failed: {}", err.message),
                 _ => {}
-            },
+            }
+            frame = conn::ready_skipping(&mut rx, &skipped).transpose()?;
         }
     }
     let elapsed = began.elapsed().as_secs_f64();
@@ -333,7 +355,10 @@ pub(crate) async fn acks(target: &Target, subscribers: usize, duration: Duration
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99),
     );
-    Ok(())
+    if other > 0 {
+        bail!("{other} publish_with_ack round trips timed out or were cancelled");
+    }
+    Ok(complete as f64 / elapsed)
 }
 
 /// Opens `count` authenticated connections with one subscription each and reports the server's
