@@ -308,8 +308,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
     let runtime = runtime.enable_all().build()?;
     let seconds = Duration::from_secs(options.seconds);
-    let wanted = |name: &str| options.scenario == "all" || options.scenario == name;
-    runtime.block_on(async {
+    let (scenario, connections) = (options.scenario, options.connections);
+    let wanted = move |name: &str| scenario == "all" || scenario == name;
+    // On a worker thread rather than in `block_on` on this one: the scenarios' own connections
+    // (a publisher's) are then woken on the thread that polled their socket, not through a
+    // wake-up of another thread per frame.
+    let scenarios = async move {
         if wanted("fanout") {
             scenarios::fanout_search(&target, 1, 100, seconds, 250.0).await?;
         }
@@ -326,13 +330,14 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             tenants::sessions(&target, seconds).await?;
         }
         if wanted("idle") {
-            scenarios::idle(&target, options.connections, || pid.and_then(rss_kib)).await?;
+            scenarios::idle(&target, connections, || pid.and_then(rss_kib)).await?;
         }
         if wanted("client") {
             client::run(&target, seconds).await?;
         }
         anyhow::Ok(())
-    })?;
+    };
+    runtime.block_on(runtime.spawn(scenarios))??;
     drop(server);
     Ok(())
 }
