@@ -290,24 +290,31 @@ impl<'a> From<&'a AckResponse> for AckResponseRef<'a> {
 pub(super) fn ack_response(frame: &AckResponseRef<'_>) -> String {
     let extra = frame.error.map_or(0, str::len);
     let mut out = String::with_capacity(64 + frame.from.len() + extra);
+    push_ack_response(&mut out, frame);
+    out
+}
+
+/// Appends the `ack_response` frame [`Codec::encode_ack_response`](super::Codec::encode_ack_response)
+/// returns to `out`: a server's writer builds it straight into the message it is joining,
+/// without a frame of its own per answer.
+pub fn push_ack_response(out: &mut String, frame: &AckResponseRef<'_>) {
     out.push_str("{\"type\":\"ack_response\"");
-    push_field(&mut out, ",\"aid\":", frame.aid);
+    push_field(out, ",\"aid\":", frame.aid);
     out.push_str(",\"from\":");
-    push_string(&mut out, frame.from);
+    push_string(out, frame.from);
     out.push_str(if frame.ok {
         ",\"ok\":true"
     } else {
         ",\"ok\":false"
     });
     if let Some(code) = frame.code {
-        push_field(&mut out, ",\"code\":", u64::from(code.number()));
+        push_field(out, ",\"code\":", u64::from(code.number()));
     }
     if let Some(error) = frame.error {
         out.push_str(",\"error\":");
-        push_string(&mut out, error);
+        push_string(out, error);
     }
     out.push('}');
-    out
 }
 
 pub(super) fn ack_done(frame: &AckDone) -> String {
@@ -447,10 +454,11 @@ mod tests {
             error in prop::option::of(text()),
         ) {
             let frame = AckResponse { aid, from, ok, code, error };
-            prop_assert_eq!(
-                ack_response(&AckResponseRef::from(&frame)),
-                serde_text(&ServerFrame::AckResponse(frame))
-            );
+            let text = ack_response(&AckResponseRef::from(&frame));
+            let mut joined = String::from("{}\n");
+            push_ack_response(&mut joined, &AckResponseRef::from(&frame));
+            prop_assert_eq!(joined, format!("{{}}\n{text}"), "appended as encoded");
+            prop_assert_eq!(text, serde_text(&ServerFrame::AckResponse(frame)));
         }
 
         #[test]

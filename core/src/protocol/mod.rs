@@ -35,7 +35,9 @@ mod validate;
 
 pub(crate) use codec::frame_enum;
 
-pub use answers::{AckResponseRef, MessageRef, push_with_delivery, with_delivery};
+pub use answers::{
+    AckResponseRef, MessageRef, push_ack_response, push_with_delivery, with_delivery,
+};
 pub use client_frames::{
     Ack, AckCancel, AckRequest, AckStatus, Auth, Bye, ClientFrame, DeliveryStatus, Hello, Ping,
     Position, Publish, Send, Subscribe, Unsubscribe,

@@ -11,6 +11,7 @@ use sealbus::protocol::{
 
 use super::IdMap;
 use super::delivery::Delivery;
+use super::outbox::Outbound;
 use super::session::{ClientKey, Session, State};
 use crate::metrics::SessionMetrics;
 
@@ -179,22 +180,31 @@ impl AckCollection {
             return false;
         };
         expected.answered = true;
-        // Encoded with the expected subscriber's id borrowed (no copy of it per answer).
+        // A success is encoded by the publisher's writer (the item shares the subscriber's id);
+        // a failure now, with the subscriber's id borrowed.
         let relayed = collection.publisher.map(|publisher| {
-            let response = AckResponseRef {
-                aid,
-                from: &expected.id,
-                ok: answer.ok,
-                code: answer.code,
-                error: answer.error,
+            let item = if answer.ok && answer.code.is_none() && answer.error.is_none() {
+                Outbound::AckAnswer {
+                    aid,
+                    from: expected.id.clone(),
+                }
+            } else {
+                let response = AckResponseRef {
+                    aid,
+                    from: &expected.id,
+                    ok: answer.ok,
+                    code: answer.code,
+                    error: answer.error,
+                };
+                Outbound::Frame(Codec::encode_ack_response(&response).into())
             };
-            (publisher, Codec::encode_ack_response(&response))
+            (publisher, item)
         });
         collection.answered.push(index);
         collection.open -= 1;
         let done = collection.open == 0;
-        if let Some((publisher, text)) = relayed {
-            state.send_text(publisher, Some(text.into()));
+        if let Some((publisher, item)) = relayed {
+            state.send_answer(publisher, item);
         }
         if done {
             Self::finish(state, aid, AckOutcome::Complete);

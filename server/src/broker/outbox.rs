@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
-use sealbus::protocol::ErrorCode;
+use sealbus::protocol::{AckResponseRef, Codec, ErrorCode};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::SessionSettings;
@@ -51,6 +51,16 @@ pub enum Outbound {
     /// Frames that must be written together and in order (a history replay), queued as one
     /// item so that a long replay cannot overflow the queue's frame bound.
     Batch(Vec<Utf8Bytes>),
+    /// A subscriber's successful answer to a publish_with_ack, relayed to the publisher as an
+    /// `ack_response`: encoded by the writer, straight into the message it is joining, rather
+    /// than into a frame of its own under the session's lock (ten per message with ten
+    /// subscribers). Failed answers carry an error text and are queued as frames.
+    AckAnswer {
+        /// Ack id.
+        aid: u64,
+        /// The answering subscriber's client id.
+        from: Arc<str>,
+    },
 }
 
 /// What the copies of one publish_with_ack message share: one allocation per message (each
@@ -68,6 +78,10 @@ pub struct AckShared {
 /// Room counted for a copy's own fields in the queue's byte bound.
 const COPY_FIELDS_BYTES: usize = 48;
 
+/// An `ack_response` frame's length beside its subscriber's id (the id's escapes aside):
+/// `{"type":"ack_response","aid":<up to 20 digits>,"from":"","ok":true}` is 66 bytes.
+const ACK_ANSWER_BYTES: usize = 66;
+
 /// One frame of an [`Outbound`] item.
 #[derive(Debug, Clone, Copy)]
 pub enum Piece<'a> {
@@ -84,9 +98,27 @@ pub enum Piece<'a> {
         /// A redelivery.
         dup: bool,
     },
+    /// A successful `ack_response` still to be encoded.
+    AckAnswer {
+        /// Ack id.
+        aid: u64,
+        /// The answering subscriber's client id.
+        from: &'a str,
+    },
 }
 
 impl Piece<'_> {
+    /// The `ack_response` of an [`Piece::AckAnswer`].
+    fn ack_response(aid: u64, from: &str) -> AckResponseRef<'_> {
+        AckResponseRef {
+            aid,
+            from,
+            ok: true,
+            code: None,
+            error: None,
+        }
+    }
+
     /// The frame's text (`None` for a copy whose frame is not a JSON object: never written).
     pub fn text(&self) -> Option<Utf8Bytes> {
         match *self {
@@ -99,6 +131,9 @@ impl Piece<'_> {
             } => {
                 sealbus::protocol::with_delivery(frame.as_str(), did, aid, dup).map(Utf8Bytes::from)
             }
+            Piece::AckAnswer { aid, from } => Some(Utf8Bytes::from(Codec::encode_ack_response(
+                &Self::ack_response(aid, from),
+            ))),
         }
     }
 
@@ -116,6 +151,10 @@ impl Piece<'_> {
                 aid,
                 dup,
             } => sealbus::protocol::push_with_delivery(out, frame.as_str(), did, aid, dup),
+            Piece::AckAnswer { aid, from } => {
+                sealbus::protocol::push_ack_response(out, &Self::ack_response(aid, from));
+                true
+            }
         }
     }
 
@@ -124,8 +163,20 @@ impl Piece<'_> {
         match self {
             Piece::Text(text) => text.len(),
             Piece::Copy { frame, .. } => frame.len() + COPY_FIELDS_BYTES,
+            Piece::AckAnswer { from, .. } => answer_len(from),
         }
     }
+}
+
+/// The length of an `ack_response` from `from`, at most.
+fn answer_len(from: &str) -> usize {
+    // Escaping makes a character at most six bytes (`\u001f`).
+    let escaped = if from.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        from.len()
+    } else {
+        from.len() * 6
+    };
+    ACK_ANSWER_BYTES + escaped
 }
 
 /// The frames of an [`Outbound`] item, in order (none for a withdrawn copy).
@@ -159,6 +210,9 @@ impl<'a> Iterator for Pieces<'a> {
                 })
             }
             Outbound::Batch(texts) => texts.get(at).map(Piece::Text),
+            Outbound::AckAnswer { aid, from } => {
+                (at == 0).then_some(Piece::AckAnswer { aid: *aid, from })
+            }
         }
     }
 }
@@ -178,6 +232,7 @@ impl Outbound {
             Outbound::Copy { frame, .. } => frame.len() + COPY_FIELDS_BYTES,
             Outbound::AckCopy { shared, .. } => shared.frame.len() + COPY_FIELDS_BYTES,
             Outbound::Batch(texts) => texts.iter().map(|text| text.len()).sum(),
+            Outbound::AckAnswer { from, .. } => answer_len(from),
         }
     }
 }

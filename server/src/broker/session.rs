@@ -178,10 +178,16 @@ impl State {
 
     /// [`send`](Self::send) of a frame already encoded (nothing if encoding failed).
     pub(super) fn send_text(&self, key: ClientKey, text: Option<Utf8Bytes>) {
-        if let Some(outbox) = self.clients.get(&key).and_then(|c| c.outbox.as_ref())
-            && let Some(text) = text
-        {
-            outbox.push_answer(Outbound::Frame(text));
+        if let Some(text) = text {
+            self.send_answer(key, Outbound::Frame(text));
+        }
+    }
+
+    /// Queues an answer to `key`'s own requests (see
+    /// [`Outbox::push_answer`](super::outbox::Outbox::push_answer)).
+    pub(super) fn send_answer(&self, key: ClientKey, item: Outbound) {
+        if let Some(outbox) = self.clients.get(&key).and_then(|c| c.outbox.as_ref()) {
+            outbox.push_answer(item);
         }
     }
 

@@ -241,6 +241,8 @@ pub(super) async fn writer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::Outbound;
+    use sealbus::protocol::{AckResponse, Codec, ServerFrame};
 
     fn copy(frame: &Utf8Bytes, did: u64) -> Piece<'_> {
         Piece::Copy {
@@ -288,6 +290,36 @@ mod tests {
             )
         );
         assert_eq!(joiner.take(), None);
+    }
+
+    #[test]
+    fn a_relayed_answer_is_the_ack_response_frame_alone_or_joined() {
+        let item = Outbound::AckAnswer {
+            aid: 42,
+            from: "sub \"one\"\u{1}".into(),
+        };
+        let expected = Codec::encode_server(&ServerFrame::AckResponse(AckResponse {
+            aid: 42,
+            from: "sub \"one\"\u{1}".into(),
+            ok: true,
+            code: None,
+            error: None,
+        }))
+        .expect("encodes");
+        let piece = item.pieces().next().expect("one piece");
+        assert!(piece.max_len() >= expected.len(), "counted short");
+        assert_eq!(
+            Joiner::new(false).push(piece).as_deref(),
+            Some(expected.as_str())
+        );
+        let mut joiner = Joiner::new(true);
+        let text = Utf8Bytes::from_static(r#"{"type":"pong","id":1}"#);
+        assert_eq!(joiner.push(Piece::Text(&text)), None);
+        assert_eq!(joiner.push(piece), None);
+        assert_eq!(
+            joiner.take().as_deref(),
+            Some(format!("{text}\n{expected}").as_str())
+        );
     }
 
     #[test]
