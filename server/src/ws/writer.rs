@@ -296,11 +296,11 @@ mod tests {
     fn a_relayed_answer_is_the_ack_response_frame_alone_or_joined() {
         let item = Outbound::AckAnswer {
             aid: 42,
-            from: "sub \"one\"\u{1}".into(),
+            from: "sub \"one\" \\".into(),
         };
         let expected = Codec::encode_server(&ServerFrame::AckResponse(AckResponse {
             aid: 42,
-            from: "sub \"one\"\u{1}".into(),
+            from: "sub \"one\" \\".into(),
             ok: true,
             code: None,
             error: None,
