@@ -285,9 +285,9 @@ impl Session {
             return Ok(());
         };
         let Some(aid) = f.aid else { return Ok(()) };
-        let from = client.id.clone();
         if !client.pending_aids.remove(&aid) {
             // Late answers to a finished collection are ignored; anything else is unknown.
+            let from = client.id.clone();
             return match state.acks.get(&aid) {
                 Some(c) if c.outcome.is_some() && c.expected.iter().any(|e| e.id == from) => Ok(()),
                 _ => Err(unknown_aid(None, aid)),
