@@ -79,8 +79,8 @@ pub struct AckShared {
 const COPY_FIELDS_BYTES: usize = 48;
 
 /// An `ack_response` frame's length beside its subscriber's id (the id's escapes aside):
-/// `{"type":"ack_response","aid":<up to 20 digits>,"from":"","ok":true}` is 66 bytes.
-const ACK_ANSWER_BYTES: usize = 66;
+/// `{"type":"ack_response","aid":<up to 20 digits>,"from":"","ok":true}` is at most 70 bytes.
+const ACK_ANSWER_BYTES: usize = 70;
 
 /// One frame of an [`Outbound`] item.
 #[derive(Debug, Clone, Copy)]

@@ -320,6 +320,17 @@ mod tests {
             joiner.take().as_deref(),
             Some(format!("{text}\n{expected}").as_str())
         );
+        let longest = Outbound::AckAnswer {
+            aid: u64::MAX,
+            from: "x".into(),
+        };
+        let piece = longest.pieces().next().expect("one piece");
+        let text = piece.text().expect("encoded");
+        assert_eq!(
+            piece.max_len(),
+            text.len() + 1,
+            "the bound is tight: {text}"
+        );
     }
 
     #[test]
