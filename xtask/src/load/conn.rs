@@ -222,43 +222,20 @@ pub(crate) async fn send(tx: &mut Tx, frame: &ClientFrame) -> Result<()> {
 
 /// Receives the next protocol frame, skipping WebSocket control frames.
 pub(crate) async fn recv(rx: &mut Rx) -> Result<ServerFrame> {
-    recv_skipping(rx, &[]).await
+    let text = rx.next().await?;
+    decode(&text)
 }
 
-/// Receives the next protocol frame whose type is not in `skipped` (those are dropped unread,
-/// which spares the tool decoding frames it does not count).
-pub(crate) async fn recv_skipping(rx: &mut Rx, skipped: &[&str]) -> Result<ServerFrame> {
-    loop {
-        let text = rx.next().await?;
-        if let Some(frame) = decode_unless(&text, skipped) {
-            return frame;
-        }
-    }
+/// Like [`recv`] for a frame already at hand (read, or readable without waiting): `None` when
+/// there is none, so that a loop can handle every frame that arrived together before it writes
+/// again.
+pub(crate) fn ready(rx: &mut Rx) -> Option<Result<ServerFrame>> {
+    Some(rx.ready()?.and_then(|text| decode(&text)))
 }
 
-/// Like [`recv_skipping`] for a frame already at hand (read, or readable without waiting):
-/// `None` when there is none, so that a loop can handle every frame that arrived together
-/// before it writes again.
-pub(crate) fn ready_skipping(rx: &mut Rx, skipped: &[&str]) -> Option<Result<ServerFrame>> {
-    loop {
-        let text = match rx.ready()? {
-            Ok(text) => text,
-            Err(err) => return Some(Err(err)),
-        };
-        if let Some(frame) = decode_unless(&text, skipped) {
-            return Some(frame);
-        }
-    }
-}
-
-/// The frame `text` decoded, or `None` if its type is in `skipped`.
-fn decode_unless(text: &Text, skipped: &[&str]) -> Option<Result<ServerFrame>> {
-    let text = text.as_str();
-    let unread = text
-        .strip_prefix("{\"type\":\"")
-        .and_then(|rest| rest.split_once('"'))
-        .is_some_and(|(kind, _)| skipped.contains(&kind));
-    (!unread).then(|| Ok(Codec::new(usize::MAX).decode_server_text(text)?))
+/// The frame `text` decoded.
+fn decode(text: &Text) -> Result<ServerFrame> {
+    Ok(Codec::new(usize::MAX).decode_server_text(text.as_str())?)
 }
 
 /// A `publish` frame encoded once; each publish splices its request id in.

@@ -71,7 +71,7 @@ pub(crate) async fn qos1(
                 ServerFrame::Error(err) => bail!("QoS 1 publish failed: {}", err.message),
                 _ => {}
             }
-            frame = conn::ready_skipping(&mut rx, &[]).transpose()?;
+            frame = conn::ready(&mut rx).transpose()?;
         }
     }
     let elapsed = began.elapsed().as_secs_f64();

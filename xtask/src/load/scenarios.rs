@@ -8,9 +8,7 @@ use anyhow::{Result, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use futures_util::{SinkExt, StreamExt};
-use sealbus::protocol::{
-    AckOutcome, AckRequest, ClientFrame, Codec, Payload, Publish, Qos, ServerFrame,
-};
+use sealbus::protocol::{AckRequest, ClientFrame, Codec, Payload, Publish, Qos, ServerFrame};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::acker::Ackers;
@@ -326,36 +324,40 @@ pub(crate) async fn acks(target: &Target, subscribers: usize, duration: Duration
             in_flight += 1;
         }
         publishes.flush(&mut tx).await?;
-        // The 10 relayed responses per round trip are not counted (`ack_done` says it is
-        // complete): they are skipped undecoded. Every frame that arrived together is handled
-        // before the window is refilled, so that the refill goes out as one write.
-        let skipped = ["ack_response"];
-        let first = conn::recv_skipping(&mut rx, &skipped);
-        let mut frame = match tokio::time::timeout(Duration::from_secs(15), first).await {
+        // Every frame that arrived together is handled before the window is refilled, so that
+        // the refill goes out as one write.
+        let first = match tokio::time::timeout(Duration::from_secs(15), rx.next()).await {
             Err(_) => bail!("no ack frame for 15 s ({in_flight} in flight)"),
-            Ok(frame) => Some(frame?),
+            Ok(text) => Some(text?),
         };
-        while let Some(got) = frame {
-            match got {
-                ServerFrame::AckExpect(expect) => {
-                    if let Some(at) = sent_at.remove(&expect.id) {
-                        aid_sent.insert(expect.aid, at);
+        let mut next = first.map(Ok);
+        while let Some(text) = next {
+            match round_trip_frame(text?.as_str())? {
+                RoundTrip::Expect { id, aid } => {
+                    if let Some(at) = sent_at.remove(&id) {
+                        aid_sent.insert(aid, at);
                     }
                 }
-                ServerFrame::AckDone(done) => {
+                RoundTrip::Done {
+                    aid,
+                    complete: done,
+                } => {
                     in_flight = in_flight.saturating_sub(1);
-                    if let Some(at) = aid_sent.remove(&done.aid) {
+                    if let Some(at) = aid_sent.remove(&aid) {
                         latencies.push(at.elapsed().as_nanos() as u64);
                     }
-                    match done.outcome {
-                        AckOutcome::Complete => complete += 1,
-                        _ => other += 1,
+                    if done {
+                        complete += 1;
+                    } else {
+                        other += 1;
                     }
                 }
-                ServerFrame::Error(err) => bail!("publish_with_ack failed: {}", err.message),
-                _ => {}
+                RoundTrip::Other(ServerFrame::Error(err)) => {
+                    bail!("publish_with_ack failed: {}", err.message)
+                }
+                RoundTrip::Skipped | RoundTrip::Other(_) => {}
             }
-            frame = conn::ready_skipping(&mut rx, &skipped).transpose()?;
+            next = rx.ready();
         }
     }
     let elapsed = began.elapsed().as_secs_f64();
@@ -372,6 +374,51 @@ pub(crate) async fn acks(target: &Target, subscribers: usize, duration: Duration
         bail!("{other} publish_with_ack round trips timed out or were cancelled");
     }
     Ok(complete as f64 / elapsed)
+}
+
+/// What the publish_with_ack publisher takes from a frame.
+#[derive(Debug, PartialEq)]
+enum RoundTrip {
+    /// `ack_expect`: the publish's request id and its ack id.
+    Expect { id: u64, aid: u64 },
+    /// `ack_done`: the ack id, and whether every subscriber answered.
+    Done { aid: u64, complete: bool },
+    /// A relayed `ack_response` (not counted: `ack_done` says the round trip is complete).
+    Skipped,
+    /// Any other frame, decoded.
+    Other(ServerFrame),
+}
+
+/// Reads the numbers of `ack_expect` and `ack_done` frames without decoding them whole (an
+/// `ack_expect` lists every subscriber's id: strings the tool has no use for), skips relayed
+/// `ack_response`s and decodes anything else. Inside a JSON string a quote is escaped, so a
+/// field's pattern cannot match a client id's text.
+fn round_trip_frame(text: &str) -> Result<RoundTrip> {
+    fn number_after(text: &str, key: &str) -> Option<u64> {
+        let at = text.find(key)? + key.len();
+        let digits = text[at..].bytes().take_while(u8::is_ascii_digit).count();
+        text[at..at + digits].parse().ok()
+    }
+    if text.starts_with("{\"type\":\"ack_response\"") {
+        return Ok(RoundTrip::Skipped);
+    }
+    if text.starts_with("{\"type\":\"ack_expect\"")
+        && let (Some(id), Some(aid)) = (
+            number_after(text, "\"id\":"),
+            number_after(text, "\"aid\":"),
+        )
+    {
+        return Ok(RoundTrip::Expect { id, aid });
+    }
+    if text.starts_with("{\"type\":\"ack_done\"")
+        && let Some(aid) = number_after(text, "\"aid\":")
+    {
+        let complete = text.contains("\"outcome\":\"complete\"");
+        return Ok(RoundTrip::Done { aid, complete });
+    }
+    Ok(RoundTrip::Other(
+        Codec::new(usize::MAX).decode_server_text(text)?,
+    ))
 }
 
 /// Opens `count` authenticated connections with one subscription each and reports the server's
@@ -426,4 +473,61 @@ pub(crate) async fn idle(
     }
     drop(opened);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sealbus::protocol::{AckDone, AckExpect, AckOutcome, AckResponse, Pong};
+
+    fn encoded(frame: ServerFrame) -> String {
+        Codec::encode_server(&frame).expect("encodes")
+    }
+
+    #[test]
+    fn the_publisher_reads_what_a_round_trip_needs_from_the_frames_the_server_writes() {
+        let expect = encoded(ServerFrame::AckExpect(AckExpect {
+            id: 17,
+            aid: (1 << 53) - 1,
+            expected: vec!["a \"id\":3".into(), "aid\":4".into()],
+        }));
+        assert_eq!(
+            round_trip_frame(&expect).expect("read"),
+            RoundTrip::Expect {
+                id: 17,
+                aid: (1 << 53) - 1
+            }
+        );
+        for (outcome, complete) in [
+            (AckOutcome::Complete, true),
+            (AckOutcome::Timeout, false),
+            (AckOutcome::Cancelled, false),
+        ] {
+            let done = encoded(ServerFrame::AckDone(AckDone { aid: 9, outcome }));
+            assert_eq!(
+                round_trip_frame(&done).expect("read"),
+                RoundTrip::Done { aid: 9, complete }
+            );
+        }
+        let response = encoded(ServerFrame::AckResponse(AckResponse {
+            aid: 9,
+            from: "s".into(),
+            ok: true,
+            code: None,
+            error: None,
+        }));
+        assert_eq!(
+            round_trip_frame(&response).expect("read"),
+            RoundTrip::Skipped
+        );
+        let pong = ServerFrame::Pong(Pong { id: Some(3) });
+        assert_eq!(
+            round_trip_frame(&encoded(pong.clone())).expect("read"),
+            RoundTrip::Other(pong)
+        );
+        assert!(
+            round_trip_frame("{\"type\":\"ack_done\"}").is_err(),
+            "not a frame"
+        );
+    }
 }
