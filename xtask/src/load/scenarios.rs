@@ -326,11 +326,10 @@ pub(crate) async fn acks(target: &Target, subscribers: usize, duration: Duration
         publishes.flush(&mut tx).await?;
         // Every frame that arrived together is handled before the window is refilled, so that
         // the refill goes out as one write.
-        let first = match tokio::time::timeout(Duration::from_secs(15), rx.next()).await {
+        let mut next = match tokio::time::timeout(Duration::from_secs(15), rx.next()).await {
             Err(_) => bail!("no ack frame for 15 s ({in_flight} in flight)"),
-            Ok(text) => Some(text?),
+            Ok(text) => Some(text),
         };
-        let mut next = first.map(Ok);
         while let Some(text) = next {
             match round_trip_frame(text?.as_str())? {
                 RoundTrip::Expect { id, aid } => {
